@@ -1,0 +1,180 @@
+//! Run-time device selection for legion-rs.
+//!
+//! burn 0.22 picks the backend from a [`Device`] value, not a type parameter, so every legion
+//! crate shares this one parser: `--device cpu|wgpu|wgpu:N|cuda:N`. The CPU backend (`flex`) is
+//! always compiled; `wgpu` and `cuda` are cargo features of this crate (re-exported by the CLI).
+//! Asking for a backend that was not compiled in is an error that says how to rebuild.
+//!
+//! ```text
+//! legion train --config configs/tiny.toml --device cpu
+//! cargo build --release --features wgpu && legion train ... --device wgpu:0
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+
+pub use burn::tensor::Device;
+
+/// Errors from parsing or opening a device.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BackendError {
+    /// The string is not of the form `cpu`, `wgpu`, `wgpu:N` or `cuda:N`.
+    #[error("invalid device `{0}`: expected `cpu`, `wgpu`, `wgpu:N` or `cuda:N`")]
+    Invalid(String),
+    /// The backend exists but this binary was built without its cargo feature.
+    #[error(
+        "device `{spec}` needs the `{feature}` backend, which this binary was built without; \
+         rebuild with `cargo build --release --features {feature}` (see README, \"GPU builds\")"
+    )]
+    NotCompiled { spec: String, feature: &'static str },
+}
+
+/// A device as the user names it on the command line or in a config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceSpec {
+    /// The pure-Rust CPU backend (`flex`), always available.
+    #[default]
+    Cpu,
+    /// A wgpu adapter: `None` lets wgpu choose, `Some(n)` is the n-th discrete GPU.
+    Wgpu(Option<usize>),
+    /// The n-th CUDA GPU.
+    Cuda(usize),
+}
+
+impl FromStr for DeviceSpec {
+    type Err = BackendError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = || BackendError::Invalid(s.to_string());
+        let lower = s.trim().to_ascii_lowercase();
+        let (kind, index) = match lower.split_once(':') {
+            Some((kind, index)) => (kind, Some(index.parse::<usize>().map_err(|_| invalid())?)),
+            None => (lower.as_str(), None),
+        };
+        match (kind, index) {
+            ("cpu" | "flex", None) => Ok(Self::Cpu),
+            ("wgpu" | "gpu", index) => Ok(Self::Wgpu(index)),
+            ("cuda", Some(index)) => Ok(Self::Cuda(index)),
+            ("cuda", None) => Ok(Self::Cuda(0)),
+            _ => Err(invalid()),
+        }
+    }
+}
+
+impl fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cpu => write!(f, "cpu"),
+            Self::Wgpu(None) => write!(f, "wgpu"),
+            Self::Wgpu(Some(n)) => write!(f, "wgpu:{n}"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl DeviceSpec {
+    /// The cargo feature this device needs, `None` for the always-present CPU backend.
+    pub fn feature(&self) -> Option<&'static str> {
+        match self {
+            Self::Cpu => None,
+            Self::Wgpu(_) => Some("wgpu"),
+            Self::Cuda(_) => Some("cuda"),
+        }
+    }
+
+    /// Whether this binary was compiled with the backend this device needs.
+    pub fn is_compiled(&self) -> bool {
+        match self {
+            Self::Cpu => true,
+            Self::Wgpu(_) => cfg!(feature = "wgpu"),
+            Self::Cuda(_) => cfg!(feature = "cuda"),
+        }
+    }
+
+    /// Opens the device (inference mode, no autodiff).
+    ///
+    /// # Errors
+    /// [`BackendError::NotCompiled`] when the backend's feature is off in this build.
+    pub fn device(&self) -> Result<Device, BackendError> {
+        if !self.is_compiled() {
+            return Err(BackendError::NotCompiled {
+                spec: self.to_string(),
+                feature: self.feature().unwrap_or("flex"),
+            });
+        }
+        Ok(match *self {
+            Self::Cpu => Device::flex(),
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu(index) => {
+                use burn::tensor::DeviceKind;
+                Device::wgpu(match index {
+                    None => DeviceKind::DefaultDevice,
+                    Some(n) => DeviceKind::DiscreteGpu(n),
+                })
+            }
+            #[cfg(feature = "cuda")]
+            Self::Cuda(index) => Device::cuda(index),
+            #[allow(unreachable_patterns)]
+            _ => unreachable!("is_compiled() guards every backend that is not built"),
+        })
+    }
+
+    /// Opens the device with autodiff enabled, for training.
+    ///
+    /// # Errors
+    /// As [`DeviceSpec::device`].
+    pub fn autodiff_device(&self) -> Result<Device, BackendError> {
+        Ok(self.device()?.autodiff())
+    }
+}
+
+/// The backends compiled into this binary, for `--help` texts and error messages.
+pub fn compiled_backends() -> Vec<&'static str> {
+    let mut backends = vec!["cpu"];
+    if cfg!(feature = "wgpu") {
+        backends.push("wgpu");
+    }
+    if cfg!(feature = "cuda") {
+        backends.push("cuda");
+    }
+    backends
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_documented_form() {
+        assert_eq!("cpu".parse::<DeviceSpec>(), Ok(DeviceSpec::Cpu));
+        assert_eq!("CPU".parse::<DeviceSpec>(), Ok(DeviceSpec::Cpu));
+        assert_eq!("wgpu".parse::<DeviceSpec>(), Ok(DeviceSpec::Wgpu(None)));
+        assert_eq!("wgpu:1".parse::<DeviceSpec>(), Ok(DeviceSpec::Wgpu(Some(1))));
+        assert_eq!("cuda:3".parse::<DeviceSpec>(), Ok(DeviceSpec::Cuda(3)));
+        assert_eq!("cuda".parse::<DeviceSpec>(), Ok(DeviceSpec::Cuda(0)));
+        for bad in ["", "tpu", "cuda:x", "cpu:0", "cuda:-1"] {
+            assert!(matches!(bad.parse::<DeviceSpec>(), Err(BackendError::Invalid(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for spec in [DeviceSpec::Cpu, DeviceSpec::Wgpu(None), DeviceSpec::Wgpu(Some(2)), DeviceSpec::Cuda(1)] {
+            assert_eq!(spec.to_string().parse::<DeviceSpec>(), Ok(spec));
+        }
+    }
+
+    #[test]
+    fn missing_backend_names_the_feature() {
+        if !cfg!(feature = "cuda") {
+            let err = DeviceSpec::Cuda(0).device().unwrap_err();
+            assert_eq!(
+                err,
+                BackendError::NotCompiled { spec: "cuda:0".into(), feature: "cuda" }
+            );
+            assert!(err.to_string().contains("--features cuda"));
+        }
+        assert!(DeviceSpec::Cpu.device().is_ok());
+        assert!(compiled_backends().contains(&"cpu"));
+    }
+}

@@ -1,0 +1,9 @@
+//! The LEGION model (arXiv 2503.15264) in burn 0.22: CLIP ViT-L/14-336 vision tower, MLP projector,
+//! LLaMA-architecture LLM (Vicuna-7B), SAM ViT-H grounding encoder with prompt encoder and mask
+//! decoder, and the `text_hidden_fcs` bridge from `[SEG]` hidden states to SAM prompts.
+//!
+//! One file per block. Each block has a `#[derive(Config)]` with named presets and `init(&device)`,
+//! and is checked against the PyTorch reference on tiny random configs (fixtures under
+//! `tests/fixtures/`, made by the scripts named in each test's header).
+
+pub mod weights;
