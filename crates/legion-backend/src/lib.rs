@@ -149,17 +149,28 @@ mod tests {
         assert_eq!("cpu".parse::<DeviceSpec>(), Ok(DeviceSpec::Cpu));
         assert_eq!("CPU".parse::<DeviceSpec>(), Ok(DeviceSpec::Cpu));
         assert_eq!("wgpu".parse::<DeviceSpec>(), Ok(DeviceSpec::Wgpu(None)));
-        assert_eq!("wgpu:1".parse::<DeviceSpec>(), Ok(DeviceSpec::Wgpu(Some(1))));
+        assert_eq!(
+            "wgpu:1".parse::<DeviceSpec>(),
+            Ok(DeviceSpec::Wgpu(Some(1)))
+        );
         assert_eq!("cuda:3".parse::<DeviceSpec>(), Ok(DeviceSpec::Cuda(3)));
         assert_eq!("cuda".parse::<DeviceSpec>(), Ok(DeviceSpec::Cuda(0)));
         for bad in ["", "tpu", "cuda:x", "cpu:0", "cuda:-1"] {
-            assert!(matches!(bad.parse::<DeviceSpec>(), Err(BackendError::Invalid(_))), "{bad}");
+            assert!(
+                matches!(bad.parse::<DeviceSpec>(), Err(BackendError::Invalid(_))),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn display_round_trips() {
-        for spec in [DeviceSpec::Cpu, DeviceSpec::Wgpu(None), DeviceSpec::Wgpu(Some(2)), DeviceSpec::Cuda(1)] {
+        for spec in [
+            DeviceSpec::Cpu,
+            DeviceSpec::Wgpu(None),
+            DeviceSpec::Wgpu(Some(2)),
+            DeviceSpec::Cuda(1),
+        ] {
             assert_eq!(spec.to_string().parse::<DeviceSpec>(), Ok(spec));
         }
     }
@@ -170,7 +181,10 @@ mod tests {
             let err = DeviceSpec::Cuda(0).device().unwrap_err();
             assert_eq!(
                 err,
-                BackendError::NotCompiled { spec: "cuda:0".into(), feature: "cuda" }
+                BackendError::NotCompiled {
+                    spec: "cuda:0".into(),
+                    feature: "cuda"
+                }
             );
             assert!(err.to_string().contains("--features cuda"));
         }

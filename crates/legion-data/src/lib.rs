@@ -9,9 +9,22 @@
 //! legion data check data/synthscars-tiny
 //! ```
 
-pub mod mask;
-pub mod rle;
-pub mod raster;
+pub mod error;
+pub mod fsutil;
+pub mod labels;
+pub mod layout;
+pub mod record;
+pub mod span;
+
 pub mod image_io;
-pub mod resample;
+pub mod mask;
 pub mod preprocess;
+pub mod raster;
+pub mod resample;
+pub mod rle;
+
+pub use error::{BadInputPolicy, DataError, Location};
+pub use labels::{ArtifactCategory, ContentType, ImageLabels, Labels};
+pub use layout::SplitLayout;
+pub use record::{ArtifactRef, Record};
+pub use span::{Grounding, MissingPhrasePolicy};

@@ -44,7 +44,12 @@ fn list(items: &[String]) -> String {
         return "none".into();
     }
     const SHOWN: usize = 40;
-    let mut s = items.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    let mut s = items
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
     if items.len() > SHOWN {
         s.push_str(&format!(", ... and {} more", items.len() - SHOWN));
     }
@@ -81,10 +86,12 @@ pub fn load_safetensors<M: Module + ModuleSnapshot>(
     for (from, to) in remaps {
         store = store.with_key_remapping(*from, *to);
     }
-    let result = module.load_from(&mut store).map_err(|e| WeightsError::Read {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let result = module
+        .load_from(&mut store)
+        .map_err(|e| WeightsError::Read {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
     check_result(path, &result, allow)?;
     Ok(module)
 }
@@ -93,7 +100,11 @@ pub fn load_safetensors<M: Module + ModuleSnapshot>(
 ///
 /// # Errors
 /// [`WeightsError::Mismatch`] when anything is missing, unused or failed, beyond `allow`.
-pub fn check_result(path: &Path, result: &ApplyResult, allow: &Allowances) -> Result<(), WeightsError> {
+pub fn check_result(
+    path: &Path,
+    result: &ApplyResult,
+    allow: &Allowances,
+) -> Result<(), WeightsError> {
     let missing: Vec<String> = result
         .missing
         .iter()
@@ -111,6 +122,11 @@ pub fn check_result(path: &Path, result: &ApplyResult, allow: &Allowances) -> Re
         tracing::debug!(path = %path.display(), applied = result.applied.len(), "weights loaded");
         Ok(())
     } else {
-        Err(WeightsError::Mismatch { path: path.to_path_buf(), missing, unexpected, errors })
+        Err(WeightsError::Mismatch {
+            path: path.to_path_buf(),
+            missing,
+            unexpected,
+            errors,
+        })
     }
 }
