@@ -16,15 +16,25 @@ pub mod layout;
 pub mod record;
 pub mod span;
 
+pub mod batch;
+pub mod check;
+pub mod contour;
+pub mod dataset;
+pub mod folder;
 pub mod image_io;
+pub mod progress;
+
 pub mod mask;
 pub mod preprocess;
 pub mod raster;
 pub mod resample;
 pub mod rle;
 
+pub use batch::{LegionBatch, LegionBatcher};
+pub use dataset::{OpenOptions, Sample, SampleConfig, SynthScarsDataset, SynthScarsSplit};
 pub use error::{BadInputPolicy, DataError, Location};
 pub use labels::{ArtifactCategory, ContentType, ImageLabels, Labels};
 pub use layout::SplitLayout;
+pub use progress::{NoProgress, Progress};
 pub use record::{ArtifactRef, Record};
 pub use span::{Grounding, MissingPhrasePolicy};

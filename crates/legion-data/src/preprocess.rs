@@ -1,1 +1,425 @@
-//! (being written)
+//! Model-input preprocessing for LEGION's two image encoders, numerically identical to the
+//! reference processors.
+//!
+//! The LEGION training loader (`opendatalab/LEGION`, `dataset/gcg_datasets/GranDf_gcg_ds.py`)
+//! decodes each image once (`cv2.imread` + `BGR2RGB`, see [`crate::image_io`]) and feeds it to:
+//!
+//! - **CLIP ViT-L/14-336** ("global image encoder"): `CLIPImageProcessor.preprocess` of
+//!   `openai/clip-vit-large-patch14-336`: resize the shortest edge to 336 with PIL BICUBIC (the long
+//!   edge becomes `int(336 * long / short)`, i.e. truncated), center crop 336x336 at offset
+//!   `((h - 336) // 2, (w - 336) // 2)`, rescale by 1/255 (in `f64`, then cast to `f32`) and
+//!   normalise `(x - mean) / std` in `f32`. See [`clip_preprocess`].
+//! - **SAM ViT-H** ("grounding image encoder"): segment-anything's
+//!   `ResizeLongestSide(target).apply_image` (PIL BILINEAR to [`preprocess_shape`]), then
+//!   `(x - mean) / std` on the 0..255 values in `f32` and zero padding at the bottom/right to the
+//!   loader's `IMG_SIZE = 1024` canvas. The resize target is 1024 at inference and 512 in
+//!   training (`--image_size 512`); the canvas stays 1024 in both (the loader pads to
+//!   `IMG_SIZE`, not to `image_size`). See [`sam_preprocess`].
+//!
+//! Both resizes go through [`crate::resample::resize_rgb8`], which reproduces Pillow's 8-bit
+//! fixed-point resampler exactly, so the uint8 intermediates are identical to the reference and
+//! the float outputs are bit-identical (checked by `tests/preprocess_parity.rs`).
+//!
+//! Everything here is plain CPU code on `Vec<f32>` in CHW order; [`ClipInput::to_tensor`] and
+//! [`SamInput::to_tensor`] wrap the result as a burn tensor for the batcher.
+
+use burn::config::Config;
+use burn::tensor::{Device, Tensor, TensorData};
+use image::RgbImage;
+
+use crate::resample::{Filter, resize_rgb8};
+
+/// Preprocessing errors: an image or configuration the processors cannot handle.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PreprocessError {
+    /// The input image has a zero width or height.
+    #[error("cannot preprocess an empty image ({width}x{height})")]
+    EmptyImage {
+        /// Image width in pixels.
+        width: u32,
+        /// Image height in pixels.
+        height: u32,
+    },
+    /// A configuration size field is zero.
+    #[error("invalid preprocessing config: `{field}` must be positive")]
+    ZeroSize {
+        /// The offending config field.
+        field: &'static str,
+    },
+    /// The SAM canvas is smaller than the resize target, so the image would not fit.
+    #[error(
+        "invalid SAM config: pad_size {pad_size} is smaller than the resize target longest_side {longest_side}"
+    )]
+    CanvasTooSmall {
+        /// `SamPreprocessConfig::pad_size`.
+        pad_size: u32,
+        /// `SamPreprocessConfig::longest_side`.
+        longest_side: u32,
+    },
+}
+
+/// `CLIPImageProcessor` settings (the `preprocessor_config.json` of a CLIP checkpoint).
+#[derive(Config, Debug, PartialEq)]
+pub struct ClipPreprocessConfig {
+    /// Target length of the image's shorter side after resizing (`size.shortest_edge`).
+    pub shortest_edge: u32,
+    /// Side of the square center crop (`crop_size`).
+    pub crop_size: u32,
+    /// Resampling filter (`resample = 3`, PIL BICUBIC).
+    #[config(default = "Filter::Bicubic")]
+    pub filter: Filter,
+    /// Multiplier that maps 0..255 to 0..1 (`rescale_factor`), applied in `f64`.
+    #[config(default = "1.0 / 255.0")]
+    pub rescale_factor: f64,
+    /// Per-channel RGB mean, subtracted after rescaling (`image_mean`; applied in `f32`).
+    #[config(default = "[0.48145466, 0.4578275, 0.40821073]")]
+    pub mean: [f64; 3],
+    /// Per-channel RGB standard deviation (`image_std`; applied in `f32`).
+    #[config(default = "[0.26862954, 0.26130258, 0.27577711]")]
+    pub std: [f64; 3],
+}
+
+impl ClipPreprocessConfig {
+    /// `openai/clip-vit-large-patch14-336`, LEGION's global image encoder.
+    pub fn clip_vit_l_336() -> Self {
+        Self::new(336, 336)
+    }
+
+    /// A 28 px variant with the same statistics, for tests with tiny CLIP models.
+    pub fn tiny() -> Self {
+        Self::new(28, 28)
+    }
+
+    /// Size `(height, width)` of the shortest-edge resize, before the crop.
+    ///
+    /// Like `transformers.image_transforms.get_resize_output_image_size(.., default_to_square=False)`:
+    /// the short side becomes `shortest_edge` and the long side `int(shortest_edge * long / short)`
+    /// (truncated; computed exactly in integers, which equals Python's float result for any image
+    /// size below 2^26). A square image keeps the width as its "short" side.
+    pub fn resize_shape(&self, height: u32, width: u32) -> (u32, u32) {
+        let s = u64::from(self.shortest_edge);
+        if width <= height {
+            let long = s * u64::from(height) / u64::from(width.max(1));
+            (long as u32, self.shortest_edge)
+        } else {
+            let long = s * u64::from(width) / u64::from(height.max(1));
+            (self.shortest_edge, long as u32)
+        }
+    }
+}
+
+/// CLIP pixel input of one image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClipInput {
+    /// Normalised pixels, CHW order, `3 * crop_size * crop_size` values.
+    pub pixels: Vec<f32>,
+    /// `[3, crop_size, crop_size]`.
+    pub shape: [usize; 3],
+}
+
+impl ClipInput {
+    /// The pixels as a `[3, H, W]` float tensor on `device`.
+    pub fn to_tensor(&self, device: &Device) -> Tensor<3> {
+        Tensor::from_data(TensorData::new(self.pixels.clone(), self.shape), device)
+    }
+}
+
+/// Preprocesses an RGB image for the CLIP vision tower exactly like the reference
+/// `CLIPImageProcessor` (PIL backend): shortest-edge BICUBIC resize, center crop, rescale and
+/// normalisation.
+///
+/// If the crop is larger than the resized image on an axis (only possible with
+/// `crop_size > shortest_edge`), the image is centered on a zero canvas first (offset
+/// `ceil((crop - size) / 2)`), as `transformers`' `center_crop` does; zeros are then normalised
+/// like any other value.
+///
+/// # Shapes
+/// - input: `H x W` RGB8 image
+/// - output: `[3, crop_size, crop_size]`
+///
+/// # Errors
+/// [`PreprocessError::EmptyImage`] for a zero-sized image, [`PreprocessError::ZeroSize`] for a zero
+/// `shortest_edge` or `crop_size`.
+pub fn clip_preprocess(
+    image: &RgbImage,
+    cfg: &ClipPreprocessConfig,
+) -> Result<ClipInput, PreprocessError> {
+    let (width, height) = image.dimensions();
+    if width == 0 || height == 0 {
+        return Err(PreprocessError::EmptyImage { width, height });
+    }
+    if cfg.shortest_edge == 0 {
+        return Err(PreprocessError::ZeroSize {
+            field: "shortest_edge",
+        });
+    }
+    if cfg.crop_size == 0 {
+        return Err(PreprocessError::ZeroSize { field: "crop_size" });
+    }
+    let (rh, rw) = cfg.resize_shape(height, width);
+    let resized = resize_rgb8(image, rw, rh, cfg.filter);
+
+    let crop = cfg.crop_size as usize;
+    let (src_y0, dst_y0, ny) = crop_axis(rh as usize, crop);
+    let (src_x0, dst_x0, nx) = crop_axis(rw as usize, crop);
+
+    let mean = cfg.mean.map(|m| m as f32);
+    let std = cfg.std.map(|s| s as f32);
+    // Python: `image.astype(float64) * scale` then `.astype(float32)`; then float32 arithmetic.
+    let normalise =
+        |v: u8, c: usize| ((f64::from(v) * cfg.rescale_factor) as f32 - mean[c]) / std[c];
+
+    let plane = crop * crop;
+    let mut pixels = vec![0f32; 3 * plane];
+    for c in 0..3 {
+        pixels[c * plane..(c + 1) * plane].fill(normalise(0, c));
+    }
+    let raw = resized.as_raw();
+    let rw = rw as usize;
+    for y in 0..ny {
+        let src_row = &raw[((src_y0 + y) * rw + src_x0) * 3..((src_y0 + y) * rw + src_x0 + nx) * 3];
+        for (x, px) in src_row.chunks_exact(3).enumerate() {
+            let o = (dst_y0 + y) * crop + dst_x0 + x;
+            for c in 0..3 {
+                pixels[c * plane + o] = normalise(px[c], c);
+            }
+        }
+    }
+    Ok(ClipInput {
+        pixels,
+        shape: [3, crop, crop],
+    })
+}
+
+/// One axis of `transformers`' `center_crop`: `(source start, destination start, length)`.
+fn crop_axis(size: usize, crop: usize) -> (usize, usize, usize) {
+    if size >= crop {
+        // `top = (size - crop) // 2`
+        ((size - crop) / 2, 0, crop)
+    } else {
+        // Zero canvas of `crop` with the image at `ceil((crop - size) / 2)`.
+        (0, (crop - size).div_ceil(2), size)
+    }
+}
+
+/// segment-anything input settings (`ResizeLongestSide` + the LEGION loader's normalisation and
+/// padding).
+#[derive(Config, Debug, PartialEq)]
+pub struct SamPreprocessConfig {
+    /// Target length of the longer side after resizing (`ResizeLongestSide(target_length)`;
+    /// the loader's `image_size`).
+    pub longest_side: u32,
+    /// Side of the square zero-padded canvas (the loader's `IMG_SIZE`, the SAM encoder's input).
+    pub pad_size: u32,
+    /// Resampling filter (torchvision `resize` on a PIL image: PIL BILINEAR).
+    #[config(default = "Filter::Bilinear")]
+    pub filter: Filter,
+    /// Per-channel RGB mean on the 0..255 scale (applied in `f32`).
+    #[config(default = "[123.675, 116.28, 103.53]")]
+    pub mean: [f64; 3],
+    /// Per-channel RGB standard deviation on the 0..255 scale (applied in `f32`).
+    #[config(default = "[58.395, 57.12, 57.375]")]
+    pub std: [f64; 3],
+}
+
+impl SamPreprocessConfig {
+    /// Inference: longest side 1024 on the 1024 canvas.
+    pub fn inference_1024() -> Self {
+        Self::new(1024, 1024)
+    }
+
+    /// LEGION training (`--image_size 512`): longest side 512, still padded to the 1024 canvas
+    /// like the reference loader (`IMG_SIZE = 1024`).
+    pub fn training_512() -> Self {
+        Self::new(512, 1024)
+    }
+
+    /// A 32 px variant for tests with tiny SAM models.
+    pub fn tiny() -> Self {
+        Self::new(32, 32)
+    }
+}
+
+/// SAM pixel input of one image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamInput {
+    /// Normalised pixels, CHW order, `3 * pad_size * pad_size` values; zero (in normalised space)
+    /// outside the top-left `resized_hw` region.
+    pub pixels: Vec<f32>,
+    /// `[3, pad_size, pad_size]`.
+    pub shape: [usize; 3],
+    /// `(height, width)` of the resized image inside the canvas (the reference's `image_resize`,
+    /// used to crop SAM's upsampled mask logits).
+    pub resized_hw: (u32, u32),
+    /// `(height, width)` of the input image (to resize the masks back).
+    pub original_hw: (u32, u32),
+}
+
+impl SamInput {
+    /// The pixels as a `[3, pad_size, pad_size]` float tensor on `device`.
+    pub fn to_tensor(&self, device: &Device) -> Tensor<3> {
+        Tensor::from_data(TensorData::new(self.pixels.clone(), self.shape), device)
+    }
+}
+
+/// `ResizeLongestSide.get_preprocess_shape(h, w, target)`: `(new_h, new_w)` with the longer side
+/// scaled to `target` and both sides rounded as `int(x + 0.5)` in `f64` (the same float
+/// operations as the Python, so ties and near-ties round identically).
+pub fn preprocess_shape(height: u32, width: u32, target: u32) -> (u32, u32) {
+    let scale = f64::from(target) * 1.0 / f64::from(height.max(width));
+    let new_h = (f64::from(height) * scale + 0.5) as u32;
+    let new_w = (f64::from(width) * scale + 0.5) as u32;
+    (new_h, new_w)
+}
+
+/// Preprocesses an RGB image for the SAM image encoder like the LEGION loader: BILINEAR resize of
+/// the longest side to `longest_side`, `(x - mean) / std`, zero padding bottom/right to
+/// `pad_size x pad_size`.
+///
+/// # Shapes
+/// - input: `H x W` RGB8 image
+/// - output: `[3, pad_size, pad_size]`, image in the top-left `resized_hw` block
+///
+/// # Errors
+/// [`PreprocessError::EmptyImage`] for a zero-sized image (or one whose short side rounds to 0
+/// pixels), [`PreprocessError::ZeroSize`] / [`PreprocessError::CanvasTooSmall`] for an invalid
+/// config.
+pub fn sam_preprocess(
+    image: &RgbImage,
+    cfg: &SamPreprocessConfig,
+) -> Result<SamInput, PreprocessError> {
+    let (width, height) = image.dimensions();
+    if cfg.longest_side == 0 {
+        return Err(PreprocessError::ZeroSize {
+            field: "longest_side",
+        });
+    }
+    if cfg.pad_size < cfg.longest_side {
+        return Err(PreprocessError::CanvasTooSmall {
+            pad_size: cfg.pad_size,
+            longest_side: cfg.longest_side,
+        });
+    }
+    let (rh, rw) = if width == 0 || height == 0 {
+        (0, 0)
+    } else {
+        preprocess_shape(height, width, cfg.longest_side)
+    };
+    if rh == 0 || rw == 0 {
+        // An extreme aspect ratio can round the short side to 0 (PIL would refuse the resize).
+        return Err(PreprocessError::EmptyImage { width, height });
+    }
+    let resized = resize_rgb8(image, rw, rh, cfg.filter);
+
+    let pad = cfg.pad_size as usize;
+    let plane = pad * pad;
+    let mean = cfg.mean.map(|m| m as f32);
+    let std = cfg.std.map(|s| s as f32);
+    let mut pixels = vec![0f32; 3 * plane];
+    for (y, row) in resized.as_raw().chunks_exact(rw as usize * 3).enumerate() {
+        for (x, px) in row.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                pixels[c * plane + y * pad + x] = (f32::from(px[c]) - mean[c]) / std[c];
+            }
+        }
+    }
+    Ok(SamInput {
+        pixels,
+        shape: [3, pad, pad],
+        resized_hw: (rh, rw),
+        original_hw: (height, width),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preprocess_shape_matches_segment_anything() {
+        // Values from segment-anything's formula evaluated by hand.
+        assert_eq!(preprocess_shape(480, 640, 1024), (768, 1024));
+        assert_eq!(preprocess_shape(9, 17, 1024), (542, 1024));
+        assert_eq!(preprocess_shape(250, 1023, 1024), (250, 1024));
+        assert_eq!(preprocess_shape(1000, 1000, 512), (512, 512));
+        assert_eq!(preprocess_shape(3, 2, 1024), (1024, 683));
+    }
+
+    #[test]
+    fn clip_resize_shape_truncates_long_side() {
+        let cfg = ClipPreprocessConfig::clip_vit_l_336();
+        assert_eq!(cfg.resize_shape(9, 17), (336, 634)); // 336 * 17 / 9 = 634.67
+        assert_eq!(cfg.resize_shape(900, 600), (504, 336));
+        assert_eq!(cfg.resize_shape(512, 512), (336, 336));
+    }
+
+    #[test]
+    fn crop_axis_centers_like_transformers() {
+        assert_eq!(crop_axis(448, 336), (56, 0, 336));
+        assert_eq!(crop_axis(337, 336), (0, 0, 336)); // (337 - 336) // 2 == 0
+        assert_eq!(crop_axis(339, 336), (1, 0, 336));
+        assert_eq!(crop_axis(5, 8), (0, 2, 5)); // ceil(3 / 2)
+    }
+
+    #[test]
+    fn sam_output_is_padded_with_zeros() {
+        let img = RgbImage::from_pixel(10, 6, image::Rgb([200, 100, 50]));
+        let cfg = SamPreprocessConfig::tiny();
+        let out = sam_preprocess(&img, &cfg).unwrap();
+        assert_eq!(out.shape, [3, 32, 32]);
+        assert_eq!(out.resized_hw, (19, 32));
+        assert_eq!(out.original_hw, (6, 10));
+        let plane = 32 * 32;
+        for c in 0..3 {
+            let expected =
+                (f32::from([200u8, 100, 50][c]) - cfg.mean[c] as f32) / cfg.std[c] as f32;
+            for y in 0..32 {
+                for x in 0..32 {
+                    let v = out.pixels[c * plane + y * 32 + x];
+                    if y < 19 {
+                        assert_eq!(v, expected);
+                    } else {
+                        assert_eq!(v, 0.0);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn clip_tiny_shapes_and_constant_value() {
+        let img = RgbImage::from_pixel(50, 20, image::Rgb([255, 0, 128]));
+        let cfg = ClipPreprocessConfig::tiny();
+        let out = clip_preprocess(&img, &cfg).unwrap();
+        assert_eq!(out.shape, [3, 28, 28]);
+        let expected0 =
+            ((255.0 * cfg.rescale_factor) as f32 - cfg.mean[0] as f32) / cfg.std[0] as f32;
+        assert!(out.pixels[..28 * 28].iter().all(|&v| v == expected0));
+    }
+
+    #[test]
+    fn invalid_inputs_are_errors() {
+        let empty = RgbImage::new(0, 5);
+        assert!(matches!(
+            clip_preprocess(&empty, &ClipPreprocessConfig::tiny()),
+            Err(PreprocessError::EmptyImage { .. })
+        ));
+        assert!(matches!(
+            sam_preprocess(&empty, &SamPreprocessConfig::tiny()),
+            Err(PreprocessError::EmptyImage { .. })
+        ));
+        let img = RgbImage::new(4, 4);
+        assert_eq!(
+            sam_preprocess(&img, &SamPreprocessConfig::new(64, 32)),
+            Err(PreprocessError::CanvasTooSmall {
+                pad_size: 32,
+                longest_side: 64
+            })
+        );
+        let sliver = RgbImage::new(2000, 1);
+        assert!(matches!(
+            sam_preprocess(&sliver, &SamPreprocessConfig::tiny()),
+            Err(PreprocessError::EmptyImage { .. })
+        ));
+    }
+}

@@ -6,4 +6,7 @@
 //! and is checked against the PyTorch reference on tiny random configs (fixtures under
 //! `tests/fixtures/`, made by the scripts named in each test's header).
 
+pub mod clip_vision;
+pub mod detection_head;
+pub mod projector;
 pub mod weights;

@@ -82,7 +82,10 @@ pub fn load_safetensors<M: Module + ModuleSnapshot>(
     let mut store = SafetensorsStore::from_file(path)
         .with_from_adapter(PyTorchToBurnAdapter)
         .allow_partial(true)
-        .validate(true);
+        // Not `validate(true)`: with it, any shape/dtype error makes `load_from` return an
+        // opaque store error (reported as `Read`) without the missing/unexpected lists;
+        // `check_result` reports those errors together with them as a `Mismatch`.
+        .validate(false);
     for (from, to) in remaps {
         store = store.with_key_remapping(*from, *to);
     }
