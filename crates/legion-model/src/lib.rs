@@ -9,4 +9,5 @@
 pub mod clip_vision;
 pub mod detection_head;
 pub mod projector;
+pub mod sam;
 pub mod weights;
