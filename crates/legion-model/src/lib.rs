@@ -8,6 +8,10 @@
 
 pub mod clip_vision;
 pub mod detection_head;
+pub mod generation;
+pub mod kv_cache;
+pub mod llama;
 pub mod projector;
 pub mod sam;
+pub mod tokenizer;
 pub mod weights;
