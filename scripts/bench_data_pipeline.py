@@ -78,7 +78,7 @@ def main():
 
     data = ROOT / "target" / "bench-data"
     subprocess.run(["cargo", "run", "--release", "-q", "-p", "legion-cli", "--", "data", "synth", "--out", str(data),
-                    "--seed", "7", "--count", str(args.count), "--test-count", "0", "--size", str(args.size),
+                    "--seed", "7", "--train", str(args.count), "--test", "0", "--image-size", str(args.size),
                     "--force"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     records = json.loads((data / "train/annotations/train.json").read_text())
     items = []

@@ -15,6 +15,7 @@ pub mod labels;
 pub mod layout;
 pub mod record;
 pub mod span;
+pub mod synth;
 
 pub mod batch;
 pub mod check;

@@ -7,9 +7,11 @@
 //! `tests/fixtures/`, made by the scripts named in each test's header).
 
 pub mod clip_vision;
+pub mod debug;
 pub mod detection_head;
 pub mod generation;
 pub mod kv_cache;
+pub mod legion;
 pub mod llama;
 pub mod projector;
 pub mod sam;

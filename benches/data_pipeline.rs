@@ -1,0 +1,62 @@
+//! Load + rasterise + preprocess throughput of the SynthScars pipeline.
+//!
+//! The same work as the reference Python path (`scripts/bench_data_pipeline.py` times it with
+//! PIL + pycocotools + numpy + the reference processors, on the same images, and prints the
+//! ratio): decode the image, rasterise every ref's polygons (pycocotools convention), CLIP 336
+//! preprocessing and SAM 1024 preprocessing, for every record of a split.
+//!
+//! The dataset is `$LEGION_BENCH_DATA` (a SynthScars-layout root, split `train`) or, by default,
+//! a synthetic one generated at 512 px into a temporary folder.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use legion_data::{OpenOptions, SampleConfig, SynthScarsSplit};
+
+fn dataset_root() -> (PathBuf, Option<tempfile::TempDir>) {
+    if let Ok(root) = std::env::var("LEGION_BENCH_DATA") {
+        return (PathBuf::from(root), None);
+    }
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let cfg = legion_data::synth::SynthConfig {
+        seed: 7,
+        train_count: 32,
+        test_count: 0,
+        image_size: 512,
+        ..Default::default()
+    };
+    legion_data::synth::generate(dir.path(), &cfg).expect("generate benchmark data");
+    (dir.path().to_path_buf(), Some(dir))
+}
+
+fn pipeline(c: &mut Criterion) {
+    let (root, _guard) = dataset_root();
+    let split = Arc::new(
+        SynthScarsSplit::open(&root, "train", &OpenOptions::default()).expect("open split"),
+    );
+    let config = SampleConfig::legion_inference();
+    let indices: Vec<usize> = (0..split.len()).collect();
+    let mut group = c.benchmark_group("data_pipeline");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(indices.len() as u64));
+    group.bench_function("load_rasterise_preprocess_parallel", |b| {
+        b.iter(|| {
+            let samples = split.load_many(&indices, &config);
+            assert!(samples.iter().all(|s| s.is_ok()));
+            samples
+        })
+    });
+    group.bench_function("load_rasterise_preprocess_sequential", |b| {
+        b.iter(|| {
+            indices
+                .iter()
+                .map(|&i| split.load(i, &config).expect("sample"))
+                .count()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, pipeline);
+criterion_main!(benches);

@@ -1,0 +1,65 @@
+//! `legion`: the command line of legion-rs.
+//!
+//! Run `legion --help` for the command list; the README has the full reference.
+
+mod data_cmd;
+mod debug_cmd;
+mod eval_cmd;
+mod progress;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// LEGION: find, segment and explain artifacts in AI-generated images.
+#[derive(Debug, Parser)]
+#[command(name = "legion", version, about, long_about = None)]
+struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info`, `legion_data=debug`.
+    #[arg(long, global = true, default_value = "warn", env = "LEGION_LOG")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Dataset tools: check, stats, synth, import-folder.
+    #[command(subcommand)]
+    Data(data_cmd::DataCommand),
+    /// Developer checks: run one component on a checkpoint in the reference naming (parity).
+    Debug(debug_cmd::DebugCommand),
+    /// Score predictions (masks, explanations, detection scores) against a SynthScars-layout GT.
+    Eval(eval_cmd::EvalArgs),
+    /// Merge `legion eval --out` reports into one comparison table (rows = methods).
+    Tables(eval_cmd::TablesArgs),
+    /// Score the trivial predictors (all-background, all-artifact, random) and print them beside
+    /// the published rows.
+    Baselines(eval_cmd::BaselinesArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<std::process::ExitCode> {
+    match cli.command {
+        Command::Data(cmd) => data_cmd::run(cmd),
+        Command::Debug(cmd) => debug_cmd::run(cmd),
+        Command::Eval(args) => eval_cmd::run_eval(args),
+        Command::Tables(args) => eval_cmd::run_tables(args),
+        Command::Baselines(args) => eval_cmd::run_baselines(args),
+    }
+}

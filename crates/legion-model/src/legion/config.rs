@@ -1,0 +1,246 @@
+//! [`LegionConfig`]: the component configurations of LEGION and their consistency rules.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::tensor::Device;
+
+use super::seg_projector::TextHiddenFcsConfig;
+use super::{Legion, LegionError};
+use crate::clip_vision::ClipVisionConfig;
+use crate::detection_head::DetectionHeadConfig;
+use crate::llama::LlamaConfig;
+use crate::projector::MlpProjectorConfig;
+use crate::sam::{SamConfig, SamImageEncoderConfig, SamMaskDecoderConfig, SamPromptEncoderConfig};
+
+/// Configuration of the composed LEGION model (`LegionForCausalLM`).
+#[derive(Config, Debug)]
+pub struct LegionConfig {
+    /// Global image encoder (CLIP ViT-L/14-336 in LEGION).
+    pub clip: ClipVisionConfig,
+    /// `mm_projector` (`mlp2x_gelu`).
+    pub projector: MlpProjectorConfig,
+    /// The LLM (Vicuna-7B v1.5 with GLaMM's 7 added tokens).
+    pub llm: LlamaConfig,
+    /// The grounding encoder (SAM ViT-H).
+    pub sam: SamConfig,
+    /// `text_hidden_fcs` (`[SEG]` hidden state -> SAM prompt).
+    pub text_hidden_fcs: TextHiddenFcsConfig,
+    /// CLIP hidden state fed to the projector (`mm_vision_select_layer`, Python indexing into
+    /// `hidden_states`); -2 in LLaVA / GLaMM / LEGION.
+    #[config(default = "-2")]
+    pub select_layer: isize,
+}
+
+impl LegionConfig {
+    /// LEGION as published: CLIP ViT-L/14-336 (576 patch tokens of 1024), projector
+    /// 1024 -> 4096 -> 4096, Vicuna-7B (vocab 32007), SAM ViT-H, `text_hidden_fcs`
+    /// 4096 -> 4096 -> 256.
+    pub fn legion_7b() -> Self {
+        Self::new(
+            ClipVisionConfig::clip_vit_l_336(),
+            MlpProjectorConfig::llava_mlp2x_gelu(),
+            LlamaConfig::vicuna_7b(),
+            SamConfig::vit_h(),
+            TextHiddenFcsConfig::legion_7b(),
+        )
+    }
+
+    /// A tiny, consistent LEGION that trains on a CPU in minutes: CLIP at 32 px with patch 8
+    /// (16 image tokens, width 32, 2 layers), projector 32 -> 64, LLM hidden 64 with 2 layers,
+    /// 4 heads and a 640-token vocabulary (room for a small test tokenizer; set
+    /// `llm.vocab_size` to the tokenizer's size), SAM [`SamConfig::tiny`] at 64 px (prompt
+    /// width 16), `text_hidden_fcs` 64 -> 64 -> 16.
+    pub fn tiny() -> Self {
+        Self::new(
+            ClipVisionConfig::new(32, 8, 32, 2, 4, 64),
+            MlpProjectorConfig::new(32, 64),
+            LlamaConfig::new(640, 64, 128, 2, 4, 4).with_max_position_embeddings(512),
+            SamConfig::tiny(),
+            TextHiddenFcsConfig::new(64, 16),
+        )
+    }
+
+    /// The even smaller model of `scripts/fixtures/legion.py` (tests/fixtures/legion): CLIP
+    /// 16 px patch 8 (4 image tokens, width 16), LLM vocab 48 hidden 32, SAM 32 px with width
+    /// 16 and prompt width 16.
+    pub fn fixture() -> Self {
+        Self::new(
+            ClipVisionConfig::new(16, 8, 16, 2, 2, 32),
+            MlpProjectorConfig::new(16, 32),
+            LlamaConfig::new(48, 32, 64, 2, 4, 2).with_max_position_embeddings(128),
+            SamConfig::new(
+                SamImageEncoderConfig::new(32, 8, 16, 2, 2, vec![1])
+                    .with_window_size(2)
+                    .with_out_chans(16),
+                SamPromptEncoderConfig::new(16, [4, 4], [32, 32], 4),
+                SamMaskDecoderConfig::tiny(),
+            ),
+            TextHiddenFcsConfig::new(32, 16),
+        )
+    }
+
+    /// Number of image tokens spliced in for `<image>` (576 for CLIP ViT-L/14 at 336 px).
+    pub fn num_image_tokens(&self) -> usize {
+        self.clip.num_patches()
+    }
+
+    /// Checks that the components fit together.
+    ///
+    /// # Errors
+    /// [`LegionError::Config`] naming the first mismatch.
+    pub fn validate(&self) -> Result<(), LegionError> {
+        let checks = [
+            (
+                self.clip.hidden_size == self.projector.input_size,
+                format!(
+                    "clip.hidden_size {} != projector.input_size {}",
+                    self.clip.hidden_size, self.projector.input_size
+                ),
+            ),
+            (
+                self.projector.hidden_size == self.llm.hidden_size,
+                format!(
+                    "projector.hidden_size {} != llm.hidden_size {}",
+                    self.projector.hidden_size, self.llm.hidden_size
+                ),
+            ),
+            (
+                self.text_hidden_fcs.hidden_size == self.llm.hidden_size,
+                format!(
+                    "text_hidden_fcs.hidden_size {} != llm.hidden_size {}",
+                    self.text_hidden_fcs.hidden_size, self.llm.hidden_size
+                ),
+            ),
+            (
+                self.text_hidden_fcs.out_dim == self.sam.prompt_encoder.embed_dim,
+                format!(
+                    "text_hidden_fcs.out_dim {} != sam.prompt_encoder.embed_dim {}",
+                    self.text_hidden_fcs.out_dim, self.sam.prompt_encoder.embed_dim
+                ),
+            ),
+            (
+                self.sam.image_encoder.out_chans == self.sam.prompt_encoder.embed_dim
+                    && self.sam.prompt_encoder.embed_dim == self.sam.mask_decoder.transformer_dim,
+                "sam: encoder out_chans, prompt embed_dim and decoder width differ".to_string(),
+            ),
+            (
+                self.sam.prompt_encoder.image_embedding_size
+                    == [self.sam.image_encoder.grid_size(); 2],
+                "sam: prompt encoder grid != image encoder grid".to_string(),
+            ),
+            (
+                self.clip.num_patches() > 0,
+                "clip: no image tokens".to_string(),
+            ),
+        ];
+        match checks.into_iter().find(|(ok, _)| !ok) {
+            Some((_, message)) => Err(LegionError::Config(message)),
+            None => Ok(()),
+        }
+    }
+
+    /// Builds the model with random (lazily materialised) weights.
+    ///
+    /// burn's `Initializer` parameters are lazy: nothing is allocated until a value is used or
+    /// a checkpoint is loaded over it, so building [`LegionConfig::legion_7b`] costs only the
+    /// few eager buffers (SAM's zero `pos_embed`, 64x64x1280 f32 = 21 MB, its relative
+    /// position tables and the prompt encoder's Gaussian matrix).
+    ///
+    /// # Errors
+    /// [`LegionError::Config`] when the components do not fit ([`Self::validate`]).
+    pub fn init(&self, device: &Device) -> Result<Legion, LegionError> {
+        self.validate()?;
+        Ok(Legion {
+            vision_tower: self.clip.init(device),
+            mm_projector: self.projector.init(device),
+            llm: self.llm.init(device),
+            grounding_encoder: self.sam.init(device),
+            text_hidden_fcs: self.text_hidden_fcs.init(device),
+            select_layer: self.select_layer,
+        })
+    }
+}
+
+/// Parameter counts of a LEGION model, per component (from `Module::num_params`, which reads
+/// lazy shapes and allocates nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LegionParamCount {
+    /// CLIP vision tower.
+    pub vision_tower: usize,
+    /// `mm_projector`.
+    pub mm_projector: usize,
+    /// LLM (embeddings, decoder, norm, `lm_head`).
+    pub llm: usize,
+    /// SAM image encoder + prompt encoder + mask decoder.
+    pub grounding_encoder: usize,
+    /// `text_hidden_fcs`.
+    pub text_hidden_fcs: usize,
+}
+
+impl LegionParamCount {
+    /// Counts the parameters of `model`.
+    pub fn of(model: &Legion) -> Self {
+        Self {
+            vision_tower: model.vision_tower.num_params(),
+            mm_projector: model.mm_projector.num_params(),
+            llm: model.llm.num_params(),
+            grounding_encoder: model.grounding_encoder.num_params(),
+            text_hidden_fcs: model.text_hidden_fcs.num_params(),
+        }
+    }
+
+    /// All parameters.
+    pub fn total(&self) -> usize {
+        self.vision_tower
+            + self.mm_projector
+            + self.llm
+            + self.grounding_encoder
+            + self.text_hidden_fcs
+    }
+
+    /// Weight memory in bytes at `bytes_per_param` (4 for f32, 2 for bf16).
+    pub fn bytes(&self, bytes_per_param: usize) -> usize {
+        self.total() * bytes_per_param
+    }
+}
+
+/// Configuration of `LegionForCls`: the CLIP vision tower and the real/fake head on the CLS
+/// token of hidden layer -2 (`model/Legion.py`, `LegionForCls.forward_inference_cls`).
+#[derive(Config, Debug)]
+pub struct LegionClsConfig {
+    /// Vision tower.
+    pub clip: ClipVisionConfig,
+    /// `prediction_head`.
+    pub head: DetectionHeadConfig,
+    /// CLIP hidden state whose CLS token is classified (-2).
+    #[config(default = "-2")]
+    pub select_layer: isize,
+}
+
+impl LegionClsConfig {
+    /// `LegionForCls` on CLIP ViT-L/14-336: head 1024 -> 2048 -> 2.
+    pub fn legion_cls() -> Self {
+        Self::new(
+            ClipVisionConfig::clip_vit_l_336(),
+            DetectionHeadConfig::legion_cls(),
+        )
+    }
+
+    /// Builds the classifier with random weights.
+    ///
+    /// # Errors
+    /// [`LegionError::Config`] when the head's input is not the tower's width.
+    pub fn init(&self, device: &Device) -> Result<super::LegionForCls, LegionError> {
+        if self.clip.hidden_size != self.head.input_size {
+            return Err(LegionError::Config(format!(
+                "clip.hidden_size {} != head.input_size {}",
+                self.clip.hidden_size, self.head.input_size
+            )));
+        }
+        Ok(super::LegionForCls {
+            vision_tower: self.clip.init(device),
+            prediction_head: self.head.init(device),
+            select_layer: self.select_layer,
+        })
+    }
+}

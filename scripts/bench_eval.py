@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Times `legion eval` against the Python reference evaluator on the same 1,000 images, in one run.
+
+1. `legion data synth` writes a SynthScars-layout test split of N images at S px (default 1000 at 1024).
+2. Predictions: each image's GT mask (cv2.fillPoly, the LEGION convention) shifted by 8 px, as
+   binary PNGs: a realistic, imperfect predictor.
+3. `scripts/eval_reference.py` (numpy + cv2 + rouge-score) and `legion eval` (release build) score
+   the same folders; the script checks the overall numbers are identical and prints the times and
+   the ratio.
+
+    /path/to/venv/bin/python scripts/bench_eval.py [--count 1000] [--size 1024]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--count", type=int, default=1000)
+    ap.add_argument("--size", type=int, default=1024)
+    args = ap.parse_args()
+    work = ROOT / "target" / "bench-eval"
+    gt, pred = work / "gt", work / "pred"
+    legion = ROOT / "target" / "release" / "legion"
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "legion-cli"], cwd=ROOT, check=True)
+    subprocess.run([str(legion), "data", "synth", "--out", str(gt), "--seed", "3", "--train", "1",
+                    "--test", str(args.count), "--image-size", str(args.size), "--force"],
+                   check=True, stdout=subprocess.DEVNULL)
+    pred.mkdir(parents=True, exist_ok=True)
+    records = json.loads((gt / "test/annotations/test.json").read_text())
+    for rec in records:
+        (body,) = rec.values()
+        h = w = args.size
+        mask = np.zeros((h, w), np.uint8)
+        for ref in body["refs"]:
+            for seg in ref["segmentation"]:
+                pts = np.array(seg, dtype=np.float32).reshape(-1, 2).astype(np.int32)
+                cv2.fillPoly(mask, [pts], 1)
+        shifted = np.roll(mask, (8, 8), axis=(0, 1))
+        cv2.imwrite(str(pred / (Path(body["img_file_name"]).stem + ".png")), shifted * 255)
+
+    t = time.perf_counter()
+    ref = subprocess.run([sys.executable, str(ROOT / "scripts/eval_reference.py"), "--gt", str(gt), "--split", "test",
+                          "--masks", str(pred), "--labels", str(gt / "labels.jsonl")],
+                         check=True, capture_output=True, text=True)
+    python_s = time.perf_counter() - t
+    ref = json.loads(ref.stdout)["localization"]["overall"]
+
+    out = work / "rust.json"
+    t = time.perf_counter()
+    subprocess.run([str(legion), "eval", "--gt", str(gt), "--split", "test", "--masks", str(pred),
+                    "--format", "json", "--out", str(out)], check=True, stdout=subprocess.DEVNULL)
+    rust_s = time.perf_counter() - t
+    rust = json.loads(out.read_text())["localization"]["overall"]
+
+    diffs = {k: abs(rust[k] - ref[k]) for k in ("miou_per_image", "f1_per_image") if k in ref and k in rust}
+    print(json.dumps({
+        "images": len(records), "size": args.size, "cores": os.cpu_count(),
+        "python_seconds": python_s, "rust_seconds": rust_s, "speedup": python_s / rust_s,
+        "rust_overall": {k: rust[k] for k in ("miou_per_image", "f1_per_image")},
+        "reference_overall": {k: ref.get(k) for k in ("miou_per_image", "f1_per_image")},
+        "max_abs_diff": diffs,
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
