@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use legion_model::sam::{
-    GLAMM_SAM_REMAP, SAM_REMAP, Sam, SamConfig, SamImageEncoderConfig, SamPrompts,
-    postprocess_masks,
+    SAM_REMAP, Sam, SamConfig, SamImageEncoderConfig, SamPrompts, postprocess_masks,
 };
 use legion_model::weights::{Allowances, WeightsError, load_safetensors};
 
@@ -334,7 +333,10 @@ fn glamm_checkpoint_naming_loads() {
     let loaded = Sam::load_glamm(&SamConfig::tiny(), &dst, &device);
     let _ = std::fs::remove_file(&dst);
     let sam = loaded.expect("GLaMM-named SAM loads");
-    assert_eq!(GLAMM_SAM_REMAP.len(), SAM_REMAP.len() + 1);
+    assert_eq!(
+        legion_model::sam::glamm_sam_remap().len(),
+        SAM_REMAP.len() + 1
+    );
     let out = sam.image_encoder.forward(npy("encoder_in", &device));
     check(
         "image_encoder via GLaMM naming",

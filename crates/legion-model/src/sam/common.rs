@@ -133,8 +133,16 @@ impl MlpBlock {
     /// # Panics
     /// When the last axis of `x` is not `embedding_dim`.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        self.lin2
-            .forward(self.activation.apply(self.lin1.forward(x)))
+        let mut dims = x.dims();
+        let rows: usize = dims[..D - 1].iter().product();
+        // burn's `linear` runs one matmul per leading block for inputs above 3-D; SAM's
+        // `[B, H, W, C]` activations are ~3x faster as one `[B*H*W, C]` matmul.
+        let flat: Tensor<2> = x.reshape([rows, dims[D - 1]]);
+        let out = self
+            .lin2
+            .forward(self.activation.apply(self.lin1.forward(flat)));
+        dims[D - 1] = out.dims()[1];
+        out.reshape(dims)
     }
 }
 

@@ -219,9 +219,10 @@ impl ViTAttention {
         let head_dim = dim / heads;
         let tokens = height * width;
         // [B, HW, 3, heads, hd] -> [3, B, heads, HW, hd] -> [3, B*heads, HW, hd]
+        // Linear layers on `[B*HW, dim]`: burn runs 4-D inputs as one matmul per row block.
         let qkv = self
             .qkv
-            .forward(x)
+            .forward(x.reshape([batch * tokens, dim]))
             .reshape([batch, tokens, 3, heads, head_dim])
             .permute([2, 0, 3, 1, 4])
             .reshape([3, batch * heads, tokens, head_dim]);
@@ -248,8 +249,8 @@ impl ViTAttention {
             .matmul(v)
             .reshape([batch, heads, height, width, head_dim])
             .permute([0, 2, 3, 1, 4])
-            .reshape([batch, height, width, dim]);
-        self.proj.forward(out)
+            .reshape([batch * tokens, dim]);
+        self.proj.forward(out).reshape([batch, height, width, dim])
     }
 }
 

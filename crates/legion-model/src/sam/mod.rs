@@ -8,7 +8,7 @@
 //! ([`Sam::segment_with_text`]).
 //!
 //! Weights: [`SAM_REMAP`] maps the original checkpoint naming (`sam_vit_h_4b8939.pth`, converted
-//! to safetensors) onto these modules, [`GLAMM_SAM_REMAP`] the GLaMM/LEGION combined checkpoint
+//! to safetensors) onto these modules, [`glamm_sam_remap`] the GLaMM/LEGION combined checkpoint
 //! (`model.grounding_encoder.*`). Only the `nn.Sequential` indices need renaming; every other
 //! key matches a field path, and burn-store's `PyTorchToBurnAdapter` transposes the Linear
 //! weights and renames `nn.LayerNorm` weight/bias to gamma/beta. Conv2d and ConvTranspose2d
@@ -55,7 +55,7 @@ pub enum SamError {
 /// Key remaps from the original SAM checkpoint naming to [`Sam`]'s field paths, in order.
 ///
 /// The patterns match anywhere after a `.` or at the start, so the same rules serve keys with a
-/// prefix (GLaMM's `model.grounding_encoder.`, see [`GLAMM_SAM_REMAP`]).
+/// prefix (GLaMM's `model.grounding_encoder.`, see [`glamm_sam_remap`]).
 pub const SAM_REMAP: &[KeyRemap] = &[
     // image_encoder.neck = Sequential(Conv1x1, LayerNorm2d, Conv3x3, LayerNorm2d)
     (
@@ -114,57 +114,11 @@ pub const SAM_REMAP: &[KeyRemap] = &[
 /// `model.grounding_encoder.`) to a standalone [`Sam`]: strip the prefix, then [`SAM_REMAP`].
 /// Use with [`Sam::glamm_allowances`], since that checkpoint also holds the LLM, CLIP, the
 /// projector, `text_hidden_fcs` and `region_encoder`.
-pub const GLAMM_SAM_REMAP: &[KeyRemap] = &[
-    (r"^model\.grounding_encoder\.", ""),
-    (
-        r"(^|\.)image_encoder\.neck\.0\.",
-        "${1}image_encoder.neck.conv1.",
-    ),
-    (
-        r"(^|\.)image_encoder\.neck\.1\.",
-        "${1}image_encoder.neck.norm1.",
-    ),
-    (
-        r"(^|\.)image_encoder\.neck\.2\.",
-        "${1}image_encoder.neck.conv2.",
-    ),
-    (
-        r"(^|\.)image_encoder\.neck\.3\.",
-        "${1}image_encoder.neck.norm2.",
-    ),
-    (
-        r"(^|\.)prompt_encoder\.mask_downscaling\.0\.",
-        "${1}prompt_encoder.mask_downscaling.conv1.",
-    ),
-    (
-        r"(^|\.)prompt_encoder\.mask_downscaling\.1\.",
-        "${1}prompt_encoder.mask_downscaling.norm1.",
-    ),
-    (
-        r"(^|\.)prompt_encoder\.mask_downscaling\.3\.",
-        "${1}prompt_encoder.mask_downscaling.conv2.",
-    ),
-    (
-        r"(^|\.)prompt_encoder\.mask_downscaling\.4\.",
-        "${1}prompt_encoder.mask_downscaling.norm2.",
-    ),
-    (
-        r"(^|\.)prompt_encoder\.mask_downscaling\.6\.",
-        "${1}prompt_encoder.mask_downscaling.conv3.",
-    ),
-    (
-        r"(^|\.)mask_decoder\.output_upscaling\.0\.",
-        "${1}mask_decoder.output_upscaling.conv_transpose1.",
-    ),
-    (
-        r"(^|\.)mask_decoder\.output_upscaling\.1\.",
-        "${1}mask_decoder.output_upscaling.norm.",
-    ),
-    (
-        r"(^|\.)mask_decoder\.output_upscaling\.3\.",
-        "${1}mask_decoder.output_upscaling.conv_transpose2.",
-    ),
-];
+pub fn glamm_sam_remap() -> Vec<KeyRemap> {
+    std::iter::once((r"^model\.grounding_encoder\.", ""))
+        .chain(SAM_REMAP.iter().copied())
+        .collect()
+}
 
 /// Configuration of [`Sam`].
 #[derive(Config, Debug)]
@@ -274,12 +228,12 @@ impl Sam {
         load_safetensors(
             config.init(device),
             path,
-            GLAMM_SAM_REMAP,
+            &glamm_sam_remap(),
             &Self::glamm_allowances(),
         )
     }
 
-    /// What a GLaMM/LEGION file may hold beyond SAM, after [`GLAMM_SAM_REMAP`]: every key still
+    /// What a GLaMM/LEGION file may hold beyond SAM, after [`glamm_sam_remap`]: every key still
     /// under `model.` (LLM, CLIP, projector, `text_hidden_fcs`, `region_encoder`) and `lm_head.`.
     /// SAM's own keys no longer start with `model.` once remapped, so none of them is excused.
     pub fn glamm_allowances() -> Allowances {
@@ -354,8 +308,9 @@ mod tests {
 
     #[test]
     fn glamm_remap_is_prefix_strip_then_sam_remap() {
-        assert_eq!(GLAMM_SAM_REMAP[0].1, "");
-        assert_eq!(&GLAMM_SAM_REMAP[1..], SAM_REMAP);
+        let glamm = glamm_sam_remap();
+        assert_eq!(glamm[0].1, "");
+        assert_eq!(&glamm[1..], SAM_REMAP);
         let _ = Sam::glamm_allowances();
     }
 
