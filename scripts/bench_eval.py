@@ -28,11 +28,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--profile", choices=["release", "dev"], default="release",
+                    help="which build of `legion` to time (dev: dependencies optimised, our crates at opt-level 1)")
     args = ap.parse_args()
     work = ROOT / "target" / "bench-eval"
     gt, pred = work / "gt", work / "pred"
-    legion = ROOT / "target" / "release" / "legion"
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "legion-cli"], cwd=ROOT, check=True)
+    legion = ROOT / "target" / ("release" if args.profile == "release" else "debug") / "legion"
+    build = ["cargo", "build", "-q", "-p", "legion-cli"] + (["--release"] if args.profile == "release" else [])
+    subprocess.run(build, cwd=ROOT, check=True)
     subprocess.run([str(legion), "data", "synth", "--out", str(gt), "--seed", "3", "--train", "1",
                     "--test", str(args.count), "--image-size", str(args.size), "--force"],
                    check=True, stdout=subprocess.DEVNULL)
@@ -65,7 +68,7 @@ def main():
 
     diffs = {k: abs(rust[k] - ref[k]) for k in ("miou_per_image", "f1_per_image") if k in ref and k in rust}
     print(json.dumps({
-        "images": len(records), "size": args.size, "cores": os.cpu_count(),
+        "images": len(records), "size": args.size, "cores": os.cpu_count(), "profile": args.profile,
         "python_seconds": python_s, "rust_seconds": rust_s, "speedup": python_s / rust_s,
         "rust_overall": {k: rust[k] for k in ("miou_per_image", "f1_per_image")},
         "reference_overall": {k: ref.get(k) for k in ("miou_per_image", "f1_per_image")},
