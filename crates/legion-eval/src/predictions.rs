@@ -127,46 +127,18 @@ pub fn read_prediction_png(path: &Path) -> Result<PredictionMap, EvalError> {
         return Err(EvalError::mask_file(path, "the mask is empty (0 pixels)"));
     }
     match image {
-        DynamicImage::ImageLuma8(buffer) => {
-            let raw = buffer.into_raw();
-            let binary_01 = raw.iter().all(|&v| v <= 1);
-            let binary_255 = raw.iter().all(|&v| v == 0 || v == 255);
-            if binary_01 || binary_255 {
-                let data = raw.iter().map(|&v| u8::from(v != 0)).collect();
-                Ok(PredictionMap::Binary {
-                    height,
-                    width,
-                    data,
-                })
-            } else {
-                let data = raw.iter().map(|&v| f64::from(v) / 255.0).collect();
-                Ok(PredictionMap::Scores {
-                    height,
-                    width,
-                    data,
-                })
-            }
-        }
-        DynamicImage::ImageLuma16(buffer) => {
-            let raw = buffer.into_raw();
-            let binary_01 = raw.iter().all(|&v| v <= 1);
-            let binary_max = raw.iter().all(|&v| v == 0 || v == u16::MAX);
-            if binary_01 || binary_max {
-                let data = raw.iter().map(|&v| u8::from(v != 0)).collect();
-                Ok(PredictionMap::Binary {
-                    height,
-                    width,
-                    data,
-                })
-            } else {
-                let data = raw.iter().map(|&v| f64::from(v) / 65535.0).collect();
-                Ok(PredictionMap::Scores {
-                    height,
-                    width,
-                    data,
-                })
-            }
-        }
+        DynamicImage::ImageLuma8(buffer) => Ok(map_from_levels(
+            height,
+            width,
+            buffer.into_raw().into_iter().map(u32::from).collect(),
+            u32::from(u8::MAX),
+        )),
+        DynamicImage::ImageLuma16(buffer) => Ok(map_from_levels(
+            height,
+            width,
+            buffer.into_raw().into_iter().map(u32::from).collect(),
+            u32::from(u16::MAX),
+        )),
         other => Err(EvalError::mask_file(
             path,
             format!(
@@ -174,6 +146,26 @@ pub fn read_prediction_png(path: &Path) -> Result<PredictionMap, EvalError> {
                 other.color()
             ),
         )),
+    }
+}
+
+/// A gray mask of `max`-scaled levels: binary when every value is in {0, 1} or {0, max},
+/// otherwise a score map `v / max`.
+fn map_from_levels(height: usize, width: usize, raw: Vec<u32>, max: u32) -> PredictionMap {
+    if raw.iter().all(|&v| v <= 1) || raw.iter().all(|&v| v == 0 || v == max) {
+        let data = raw.iter().map(|&v| u8::from(v != 0)).collect();
+        PredictionMap::Binary {
+            height,
+            width,
+            data,
+        }
+    } else {
+        let data = raw.iter().map(|&v| f64::from(v) / f64::from(max)).collect();
+        PredictionMap::Scores {
+            height,
+            width,
+            data,
+        }
     }
 }
 
