@@ -6,6 +6,7 @@
 //! and is checked against the PyTorch reference on tiny random configs (fixtures under
 //! `tests/fixtures/`, made by the scripts named in each test's header).
 
+pub mod bundle;
 pub mod clip_vision;
 pub mod debug;
 pub mod detection_head;
@@ -16,4 +17,5 @@ pub mod llama;
 pub mod projector;
 pub mod sam;
 pub mod tokenizer;
+pub mod tokenizer_train;
 pub mod weights;

@@ -1,0 +1,339 @@
+//! A trained-model directory: everything `analyze`, `infer`, `eval` and `finetune` need to run
+//! a LEGION model that legion-rs trained or converted.
+//!
+//! ```text
+//! <dir>/bundle.json         format tag, SAM input size for inference, provenance
+//! <dir>/legion_config.json  the LegionConfig (component shapes)
+//! <dir>/model.bpk           weights, burn's native burnpack format (LoRA merged)
+//! <dir>/tokenizer.json      the tokenizer with GLaMM's special tokens
+//! ```
+//!
+//! Loading is strict: every model tensor must be in `model.bpk` and nothing else may be.
+//! Saving writes into a sibling temporary directory and renames it into place, so a crash
+//! never leaves a half-written bundle under the final name.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::store::{BurnpackStore, ModuleSnapshot};
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::legion::{Legion, LegionConfig};
+use crate::tokenizer::{LegionTokenizer, TokenizerError};
+use crate::weights::{Allowances, WeightsError, check_result};
+
+/// Format tag written to `bundle.json`.
+pub const BUNDLE_FORMAT: &str = "legion-rs-model/1";
+
+/// File names inside a bundle directory.
+pub const BUNDLE_META_FILE: &str = "bundle.json";
+/// See the module docs.
+pub const BUNDLE_CONFIG_FILE: &str = "legion_config.json";
+/// See the module docs.
+pub const BUNDLE_WEIGHTS_FILE: &str = "model.bpk";
+/// See the module docs.
+pub const BUNDLE_TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// Errors reading or writing a model bundle.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// A file of the bundle could not be read or written.
+    #[error("{path}: {message}")]
+    Io { path: PathBuf, message: String },
+    /// `bundle.json` or `legion_config.json` is not valid.
+    #[error("{path}: invalid {what}: {message}")]
+    Invalid {
+        path: PathBuf,
+        what: &'static str,
+        message: String,
+    },
+    /// The weights do not match the configuration.
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    /// The tokenizer is unusable.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    /// The configuration is inconsistent, or the tokenizer does not fit the vocabulary.
+    #[error("{path}: {message}")]
+    Mismatch { path: PathBuf, message: String },
+}
+
+/// Provenance and inference settings of a bundle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BundleMeta {
+    /// [`BUNDLE_FORMAT`].
+    pub format: String,
+    /// Longest side of the SAM input at inference (1024 in LEGION; the SAM canvas of tiny
+    /// configs is smaller).
+    pub sam_target_size: usize,
+    /// Free text: where the weights came from (training run, converted checkpoint).
+    pub source: String,
+    /// Optimiser steps the weights were trained for, when known.
+    pub trained_steps: Option<u64>,
+}
+
+impl BundleMeta {
+    /// Meta for a model whose SAM input at inference fills the whole SAM canvas.
+    pub fn new(config: &LegionConfig, source: impl Into<String>) -> Self {
+        Self {
+            format: BUNDLE_FORMAT.to_string(),
+            sam_target_size: config.sam.image_encoder.img_size,
+            source: source.into(),
+            trained_steps: None,
+        }
+    }
+}
+
+/// A model ready for inference, with its tokenizer and settings.
+#[derive(Debug)]
+pub struct ModelBundle {
+    /// Component shapes.
+    pub config: LegionConfig,
+    /// Weights (no LoRA adapters: merge before saving).
+    pub model: Legion,
+    /// Tokenizer with the special tokens.
+    pub tokenizer: LegionTokenizer,
+    /// Provenance and inference settings.
+    pub meta: BundleMeta,
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> BundleError + '_ {
+    move |e| BundleError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+impl ModelBundle {
+    /// Whether `dir` looks like a bundle (has `bundle.json`).
+    pub fn is_bundle(dir: &Path) -> bool {
+        dir.join(BUNDLE_META_FILE).is_file()
+    }
+
+    /// Reads `dir`'s configuration and tokenizer without loading weights.
+    ///
+    /// # Errors
+    /// [`BundleError`] naming the file that is missing or invalid.
+    pub fn read_config(
+        dir: &Path,
+    ) -> Result<(BundleMeta, LegionConfig, LegionTokenizer), BundleError> {
+        let meta_path = dir.join(BUNDLE_META_FILE);
+        let text = std::fs::read_to_string(&meta_path).map_err(io_err(&meta_path))?;
+        let meta: BundleMeta = serde_json::from_str(&text).map_err(|e| BundleError::Invalid {
+            path: meta_path.clone(),
+            what: "bundle metadata",
+            message: e.to_string(),
+        })?;
+        if meta.format != BUNDLE_FORMAT {
+            return Err(BundleError::Invalid {
+                path: meta_path,
+                what: "bundle metadata",
+                message: format!("format `{}`, expected `{BUNDLE_FORMAT}`", meta.format),
+            });
+        }
+        let config_path = dir.join(BUNDLE_CONFIG_FILE);
+        let text = std::fs::read_to_string(&config_path).map_err(io_err(&config_path))?;
+        let config: LegionConfig =
+            serde_json::from_str(&text).map_err(|e| BundleError::Invalid {
+                path: config_path.clone(),
+                what: "LEGION config",
+                message: e.to_string(),
+            })?;
+        config.validate().map_err(|e| BundleError::Mismatch {
+            path: config_path.clone(),
+            message: e.to_string(),
+        })?;
+        let tokenizer = LegionTokenizer::from_file(&dir.join(BUNDLE_TOKENIZER_FILE))?;
+        if tokenizer.vocab_size() > config.llm.vocab_size {
+            return Err(BundleError::Mismatch {
+                path: config_path,
+                message: format!(
+                    "the tokenizer has {} tokens but the LLM vocabulary only {}",
+                    tokenizer.vocab_size(),
+                    config.llm.vocab_size
+                ),
+            });
+        }
+        Ok((meta, config, tokenizer))
+    }
+
+    /// Loads a bundle onto `device`, strictly.
+    ///
+    /// # Errors
+    /// [`BundleError`]: a missing or invalid file, or [`WeightsError::Mismatch`] listing every
+    /// missing and unexpected tensor of `model.bpk`.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self, BundleError> {
+        let (meta, config, tokenizer) = Self::read_config(dir)?;
+        let model = config.init(device).map_err(|e| BundleError::Mismatch {
+            path: dir.join(BUNDLE_CONFIG_FILE),
+            message: e.to_string(),
+        })?;
+        let model = load_burnpack(model, &dir.join(BUNDLE_WEIGHTS_FILE))?;
+        Ok(Self {
+            config,
+            model,
+            tokenizer,
+            meta,
+        })
+    }
+
+    /// Writes the bundle to `dir` (replacing an existing bundle there) through a temporary
+    /// sibling directory renamed into place.
+    ///
+    /// # Errors
+    /// [`BundleError::Io`] naming the file that could not be written.
+    pub fn save(&self, dir: &Path) -> Result<(), BundleError> {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "bundle".into());
+        let parent = dir.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+        let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+        let write_json = |file: &str, value: String| -> Result<(), BundleError> {
+            let path = tmp.join(file);
+            std::fs::write(&path, value).map_err(io_err(&path))
+        };
+        // Plain config structs always serialise.
+        write_json(
+            BUNDLE_META_FILE,
+            serde_json::to_string_pretty(&self.meta).expect("serialisable meta"),
+        )?;
+        write_json(
+            BUNDLE_CONFIG_FILE,
+            serde_json::to_string_pretty(&self.config).expect("serialisable config"),
+        )?;
+        let tokenizer_path = tmp.join(BUNDLE_TOKENIZER_FILE);
+        self.tokenizer
+            .inner()
+            .save(&tokenizer_path, true)
+            .map_err(|e| BundleError::Io {
+                path: tokenizer_path.clone(),
+                message: e.to_string(),
+            })?;
+        save_burnpack(&self.model, &tmp.join(BUNDLE_WEIGHTS_FILE))?;
+        sync_dir(&tmp)?;
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(io_err(dir))?;
+        }
+        std::fs::rename(&tmp, dir).map_err(io_err(dir))?;
+        sync_dir(parent)?;
+        Ok(())
+    }
+}
+
+/// fsyncs every file of `dir` and the directory itself.
+///
+/// # Errors
+/// [`BundleError::Io`] naming the file.
+pub fn sync_dir(dir: &Path) -> Result<(), BundleError> {
+    for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+        let path = entry.map_err(io_err(dir))?.path();
+        if path.is_file() {
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err(&path))?;
+        }
+    }
+    // Directory fsync makes the renames durable; not every platform allows opening a dir.
+    if let Ok(handle) = std::fs::File::open(dir) {
+        let _ = handle.sync_all();
+    }
+    Ok(())
+}
+
+/// Saves `module`'s parameters (with their ids, so optimiser state keyed by id stays valid)
+/// to a burnpack file, replacing it.
+///
+/// # Errors
+/// [`BundleError::Io`] when burn-store fails.
+pub fn save_burnpack<M: Module>(module: &M, path: &Path) -> Result<(), BundleError> {
+    let mut store = BurnpackStore::from_file(path).overwrite(true);
+    module.save_into(&mut store).map_err(|e| BundleError::Io {
+        path: path.to_path_buf(),
+        message: format!("{e:?}"),
+    })
+}
+
+/// Loads a burnpack file into `module` strictly (nothing missing, nothing left over).
+///
+/// # Errors
+/// [`BundleError::Io`] when the file cannot be read, [`WeightsError::Mismatch`] when the
+/// tensors do not match the module.
+pub fn load_burnpack<M: Module>(mut module: M, path: &Path) -> Result<M, BundleError> {
+    if !path.is_file() {
+        return Err(BundleError::Io {
+            path: path.to_path_buf(),
+            message: "no such file".into(),
+        });
+    }
+    let mut store = BurnpackStore::from_file(path).allow_partial(true);
+    // burn-store reports shape mismatches as a load error, missing / unused tensors in the
+    // result.
+    let result = module
+        .load_from(&mut store)
+        .map_err(|e| BundleError::Mismatch {
+            path: path.to_path_buf(),
+            message: format!("weights do not match the model: {e:?}"),
+        })?;
+    check_result(path, &result, &Allowances::strict())?;
+    Ok(module)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokenizer_train::train_llama_like_tokenizer;
+    use burn::tensor::Tensor;
+
+    #[test]
+    fn bundle_round_trips_exactly_and_rejects_a_wrong_config() {
+        let device = Device::flex();
+        let config = LegionConfig::fixture();
+        let model = config.init(&device).unwrap();
+        let tokenizer = train_llama_like_tokenizer(&["a b c".to_string()], 300).unwrap();
+        let mut config = config;
+        config.llm.vocab_size = 48.max(tokenizer.vocab_size());
+        let model = if config.llm.vocab_size == 48 {
+            model
+        } else {
+            config.init(&device).unwrap()
+        };
+        let bundle = ModelBundle {
+            meta: BundleMeta::new(&config, "test"),
+            config,
+            model,
+            tokenizer,
+        };
+        let dir = std::env::temp_dir().join(format!("legion-bundle-{}", std::process::id()));
+        let target = dir.join("model");
+        bundle.save(&target).unwrap();
+        // Saving again replaces the bundle.
+        bundle.save(&target).unwrap();
+        let loaded = ModelBundle::load(&target, &device).unwrap();
+        assert_eq!(loaded.meta, bundle.meta);
+        let a: Tensor<2> = bundle.model.llm.embed_tokens.weight.val();
+        let b: Tensor<2> = loaded.model.llm.embed_tokens.weight.val();
+        assert_eq!(a.into_data(), b.into_data());
+
+        // A config with another width does not load silently.
+        let mut other = bundle.config.clone();
+        other.llm.intermediate_size += 16;
+        std::fs::write(
+            target.join(BUNDLE_CONFIG_FILE),
+            serde_json::to_string(&other).unwrap(),
+        )
+        .unwrap();
+        let err = ModelBundle::load(&target, &device).unwrap_err();
+        assert!(
+            matches!(err, BundleError::Mismatch { .. }) && err.to_string().contains("gate_proj"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
