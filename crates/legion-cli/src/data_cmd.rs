@@ -19,6 +19,27 @@ pub enum DataCommand {
     Synth(SynthArgs),
     /// Convert a generic folder (images/ + masks/ + explanations.jsonl) to the SynthScars layout.
     ImportFolder(ImportArgs),
+    /// Train a small LLaMA-layout BPE tokenizer (with GLaMM's special tokens) on a dataset's
+    /// captions, for tiny models that cannot use the 32k Vicuna vocabulary.
+    Tokenizer(TokenizerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenizerArgs {
+    /// Dataset root (SynthScars layout).
+    #[arg(long)]
+    data: PathBuf,
+    /// Splits whose captions are the corpus (repeatable); held-out splits are left out so the
+    /// vocabulary does not see the test text.
+    #[arg(long = "split", default_values_t = [String::from("train")])]
+    splits: Vec<String>,
+    /// Total vocabulary size (bytes and special tokens included); the model's
+    /// `llm.vocab_size` must be at least this.
+    #[arg(long, default_value_t = 640)]
+    vocab_size: usize,
+    /// Output `tokenizer.json`.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -103,6 +124,7 @@ pub fn run(cmd: DataCommand) -> Result<ExitCode> {
         DataCommand::Stats(args) => run_stats(args),
         DataCommand::Synth(args) => run_synth(args),
         DataCommand::ImportFolder(args) => run_import(args),
+        DataCommand::Tokenizer(args) => run_tokenizer(args),
     }
 }
 
@@ -247,5 +269,40 @@ fn run_import(args: ImportArgs) -> Result<ExitCode> {
         legion_data::folder::import_folder(&args.src, &args.out, &args.split, &Bar::default())
             .with_context(|| format!("importing {}", args.src.display()))?;
     println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_tokenizer(args: TokenizerArgs) -> Result<ExitCode> {
+    let mut corpus = Vec::new();
+    for split in &args.splits {
+        let layout = legion_data::layout::SplitLayout::find(&args.data, split)?;
+        for record in legion_data::record::read_annotations(&layout.annotations)
+            .with_context(|| format!("reading {}", layout.annotations.display()))?
+        {
+            let record = record.with_context(|| format!("in {}", layout.annotations.display()))?;
+            corpus.push(record.caption);
+        }
+    }
+    anyhow::ensure!(
+        !corpus.is_empty(),
+        "no captions in splits {:?} of {}",
+        args.splits,
+        args.data.display()
+    );
+    let tokenizer =
+        legion_model::tokenizer_train::train_llama_like_tokenizer(&corpus, args.vocab_size)?;
+    if let Some(parent) = args.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    tokenizer
+        .inner()
+        .save(&args.out, true)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", args.out.display()))?;
+    println!(
+        "wrote {} ({} tokens, trained on {} captions)",
+        args.out.display(),
+        tokenizer.vocab_size(),
+        corpus.len()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,7 @@ mod data_cmd;
 mod debug_cmd;
 mod eval_cmd;
 mod progress;
+mod train_cmd;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -32,6 +33,10 @@ enum Command {
     Eval(eval_cmd::EvalArgs),
     /// Merge `legion eval --out` reports into one comparison table (rows = methods).
     Tables(eval_cmd::TablesArgs),
+    /// Train LEGION from a TOML config (configs/tiny.toml trains on the shipped tiny data).
+    Train(train_cmd::TrainArgs),
+    /// Continue training a model bundle on new data (optionally mixed with the original).
+    Finetune(train_cmd::FinetuneArgs),
     /// Score the trivial predictors (all-background, all-artifact, random) and print them beside
     /// the published rows.
     Baselines(eval_cmd::BaselinesArgs),
@@ -61,5 +66,7 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Eval(args) => eval_cmd::run_eval(args),
         Command::Tables(args) => eval_cmd::run_tables(args),
         Command::Baselines(args) => eval_cmd::run_baselines(args),
+        Command::Train(args) => train_cmd::run_train(args),
+        Command::Finetune(args) => train_cmd::run_finetune(args),
     }
 }

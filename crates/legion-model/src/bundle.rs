@@ -19,7 +19,7 @@ use burn::store::{BurnpackStore, ModuleSnapshot};
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::legion::{Legion, LegionConfig};
+use crate::legion::{Legion, LegionClsConfig, LegionConfig, LegionForCls};
 use crate::tokenizer::{LegionTokenizer, TokenizerError};
 use crate::weights::{Allowances, WeightsError, check_result};
 
@@ -184,47 +184,150 @@ impl ModelBundle {
     /// # Errors
     /// [`BundleError::Io`] naming the file that could not be written.
     pub fn save(&self, dir: &Path) -> Result<(), BundleError> {
-        let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "bundle".into());
-        let parent = dir.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(parent).map_err(io_err(parent))?;
-        let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+        write_dir_atomically(dir, |tmp| {
+            let write_json = |file: &str, value: String| -> Result<(), BundleError> {
+                let path = tmp.join(file);
+                std::fs::write(&path, value).map_err(io_err(&path))
+            };
+            // Plain config structs always serialise.
+            write_json(
+                BUNDLE_META_FILE,
+                serde_json::to_string_pretty(&self.meta).expect("serialisable meta"),
+            )?;
+            write_json(
+                BUNDLE_CONFIG_FILE,
+                serde_json::to_string_pretty(&self.config).expect("serialisable config"),
+            )?;
+            let tokenizer_path = tmp.join(BUNDLE_TOKENIZER_FILE);
+            self.tokenizer
+                .inner()
+                .save(&tokenizer_path, true)
+                .map_err(|e| BundleError::Io {
+                    path: tokenizer_path.clone(),
+                    message: e.to_string(),
+                })?;
+            save_burnpack(&self.model, &tmp.join(BUNDLE_WEIGHTS_FILE))
+        })
+    }
+}
+
+/// Format tag of a detector bundle (`detector.json`).
+pub const DETECTOR_FORMAT: &str = "legion-rs-detector/1";
+/// Metadata file of a detector bundle.
+pub const DETECTOR_META_FILE: &str = "detector.json";
+
+/// `detector.json`: format tag and the classifier's config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DetectorMeta {
+    format: String,
+    config: LegionClsConfig,
+    source: String,
+}
+
+/// A trained real/fake classifier (`LegionForCls`): `detector.json` + `model.bpk`.
+#[derive(Debug)]
+pub struct DetectorBundle {
+    /// Tower and head shapes.
+    pub config: LegionClsConfig,
+    /// Weights.
+    pub model: LegionForCls,
+    /// Provenance.
+    pub source: String,
+}
+
+impl DetectorBundle {
+    /// Whether `dir` holds a detector bundle.
+    pub fn is_detector(dir: &Path) -> bool {
+        dir.join(DETECTOR_META_FILE).is_file()
+    }
+
+    /// Loads a detector bundle strictly.
+    ///
+    /// # Errors
+    /// [`BundleError`] naming the missing / invalid file or the mismatching tensors.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self, BundleError> {
+        let meta_path = dir.join(DETECTOR_META_FILE);
+        let text = std::fs::read_to_string(&meta_path).map_err(io_err(&meta_path))?;
+        let meta: DetectorMeta = serde_json::from_str(&text).map_err(|e| BundleError::Invalid {
+            path: meta_path.clone(),
+            what: "detector metadata",
+            message: e.to_string(),
+        })?;
+        if meta.format != DETECTOR_FORMAT {
+            return Err(BundleError::Invalid {
+                path: meta_path,
+                what: "detector metadata",
+                message: format!("format `{}`, expected `{DETECTOR_FORMAT}`", meta.format),
+            });
         }
-        std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-        let write_json = |file: &str, value: String| -> Result<(), BundleError> {
-            let path = tmp.join(file);
-            std::fs::write(&path, value).map_err(io_err(&path))
-        };
-        // Plain config structs always serialise.
-        write_json(
-            BUNDLE_META_FILE,
-            serde_json::to_string_pretty(&self.meta).expect("serialisable meta"),
-        )?;
-        write_json(
-            BUNDLE_CONFIG_FILE,
-            serde_json::to_string_pretty(&self.config).expect("serialisable config"),
-        )?;
-        let tokenizer_path = tmp.join(BUNDLE_TOKENIZER_FILE);
-        self.tokenizer
-            .inner()
-            .save(&tokenizer_path, true)
-            .map_err(|e| BundleError::Io {
-                path: tokenizer_path.clone(),
+        let model = meta
+            .config
+            .init(device)
+            .map_err(|e| BundleError::Mismatch {
+                path: meta_path.clone(),
                 message: e.to_string(),
             })?;
-        save_burnpack(&self.model, &tmp.join(BUNDLE_WEIGHTS_FILE))?;
-        sync_dir(&tmp)?;
-        if dir.exists() {
-            std::fs::remove_dir_all(dir).map_err(io_err(dir))?;
-        }
-        std::fs::rename(&tmp, dir).map_err(io_err(dir))?;
-        sync_dir(parent)?;
-        Ok(())
+        let model = load_burnpack(model, &dir.join(BUNDLE_WEIGHTS_FILE))?;
+        Ok(Self {
+            config: meta.config,
+            model,
+            source: meta.source,
+        })
     }
+
+    /// Writes the bundle to `dir` through a temporary sibling renamed into place.
+    ///
+    /// # Errors
+    /// [`BundleError::Io`] naming the file that could not be written.
+    pub fn save(&self, dir: &Path) -> Result<(), BundleError> {
+        let meta = DetectorMeta {
+            format: DETECTOR_FORMAT.to_string(),
+            config: self.config.clone(),
+            source: self.source.clone(),
+        };
+        write_dir_atomically(dir, |tmp| {
+            let path = tmp.join(DETECTOR_META_FILE);
+            std::fs::write(
+                &path,
+                serde_json::to_string_pretty(&meta).expect("serialisable meta"),
+            )
+            .map_err(io_err(&path))?;
+            save_burnpack(&self.model, &tmp.join(BUNDLE_WEIGHTS_FILE))
+        })
+    }
+}
+
+/// Fills a temporary sibling of `dir` with `fill`, fsyncs it and renames it to `dir`
+/// (replacing an existing folder).
+///
+/// # Errors
+/// [`BundleError::Io`] naming the file or folder that failed, or `fill`'s error.
+pub fn write_dir_atomically(
+    dir: &Path,
+    fill: impl FnOnce(&Path) -> Result<(), BundleError>,
+) -> Result<(), BundleError> {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "bundle".into());
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+    fill(&tmp)?;
+    sync_dir(&tmp)?;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(io_err(dir))?;
+    }
+    std::fs::rename(&tmp, dir).map_err(io_err(dir))?;
+    sync_dir(parent)?;
+    Ok(())
 }
 
 /// fsyncs every file of `dir` and the directory itself.

@@ -90,13 +90,15 @@ pub fn train_llama_like_tokenizer(
         .with_decoder(None::<tokenizers::DecoderWrapper>)
         .build()
         .map_err(|e| fail(e.to_string()))?;
-    let mut texts: Vec<String> = vec![
-        LLAVA_V1_SYSTEM.to_string(),
-        LEGION_QUESTION.to_string(),
-        LEGION_IMAGE_PREFIX.to_string(),
-        "USER: ASSISTANT:".to_string(),
-    ];
-    texts.extend(corpus.iter().cloned());
+    // Every training sequence holds the fixed prompt once, so the corpus does too: its words
+    // get merged by frequency like the captions' (once only, they would stay byte-level and
+    // triple the sequence length).
+    let prompt =
+        format!("{LLAVA_V1_SYSTEM} USER: {LEGION_IMAGE_PREFIX}{LEGION_QUESTION} ASSISTANT:");
+    let texts: Vec<String> = corpus
+        .iter()
+        .flat_map(|caption| [prompt.clone(), caption.clone()])
+        .collect();
     builder
         .train(&mut trainer, texts.iter())
         .map_err(|e| fail(e.to_string()))?;

@@ -1,0 +1,211 @@
+//! `legion train` and `legion finetune`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use legion_train::evaluation::EvalSummary;
+use legion_train::{StepRecord, TrainConfig, TrainObserver, TrainSummary, train};
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Training config (TOML), e.g. configs/tiny.toml.
+    #[arg(long, default_value = "configs/tiny.toml")]
+    config: PathBuf,
+    /// Override a config field, `section.field=value` (repeatable), e.g. `--set optim.lr=3e-4`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Continue from the newest checkpoint in the run's out_dir.
+    #[arg(long)]
+    resume: bool,
+    /// Devices for data parallelism, comma-separated (`cpu,cpu`, `cuda:0,cuda:1`); overrides
+    /// run.devices.
+    #[arg(long)]
+    devices: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct FinetuneArgs {
+    /// Model bundle to start from (a `final/` folder of `legion train`, or `legion convert`'s
+    /// output).
+    #[arg(long)]
+    from: PathBuf,
+    /// New data: a SynthScars-layout dataset (convert the folder format first with
+    /// `legion data import-folder`).
+    #[arg(long)]
+    data: PathBuf,
+    /// Fine-tuning config (TOML).
+    #[arg(long, default_value = "configs/finetune.toml")]
+    config: PathBuf,
+    /// Mix in the original data from this dataset...
+    #[arg(long)]
+    mix: Option<PathBuf>,
+    /// ...at this fraction of the training samples.
+    #[arg(long, default_value_t = 0.0)]
+    mix_ratio: f64,
+    /// Output folder (overrides run.out_dir).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Override a config field (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Continue from the newest checkpoint in the run's out_dir.
+    #[arg(long)]
+    resume: bool,
+}
+
+/// Progress bar with the loss terms, learning rate, speed and ETA.
+struct BarObserver {
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl TrainObserver for BarObserver {
+    fn on_start(&self, first_step: u64, total_steps: u64) {
+        let bar = ProgressBar::new(total_steps);
+        bar.set_style(
+            ProgressStyle::with_template("train [{bar:30}] {pos}/{len} {msg} {per_sec} ETA {eta}")
+                .expect("static template is valid")
+                .progress_chars("=> "),
+        );
+        bar.set_position(first_step);
+        bar.enable_steady_tick(Duration::from_millis(500));
+        *self.bar.lock().expect("bar lock") = Some(bar);
+    }
+
+    fn on_step(&self, r: &StepRecord) {
+        if let Some(bar) = self.bar.lock().expect("bar lock").as_ref() {
+            bar.set_message(format!(
+                "loss {:.4} (ce {:.3} bce {:.3} dice {:.3}) lr {:.2e}",
+                r.loss, r.ce, r.bce, r.dice, r.lr
+            ));
+            bar.set_position(r.step);
+            // Without a terminal the bar is hidden: print a line every 10% for logs.
+            if bar.is_hidden() && (r.step % (r.total_steps / 10).max(1) == 0 || r.skipped) {
+                eprintln!(
+                    "step {}/{}: loss {:.4} (ce {:.4} bce {:.4} dice {:.4}) lr {:.2e} grad-norm {:.3}{}",
+                    r.step,
+                    r.total_steps,
+                    r.loss,
+                    r.ce,
+                    r.bce,
+                    r.dice,
+                    r.lr,
+                    r.grad_norm,
+                    if r.skipped { " SKIPPED" } else { "" }
+                );
+            }
+        }
+    }
+
+    fn on_message(&self, message: &str) {
+        match self.bar.lock().expect("bar lock").as_ref() {
+            Some(bar) if !bar.is_hidden() => bar.println(message),
+            _ => eprintln!("{message}"),
+        }
+    }
+}
+
+fn print_summary(summary: &TrainSummary) {
+    println!(
+        "trained {} steps in {:.1} s ({:.2} steps/s this session; {} skipped, {} bad samples \
+         dropped); trainable parameters {} of {}",
+        summary.steps,
+        summary.train_seconds,
+        summary.steps_per_second,
+        summary.skipped_steps,
+        summary.dropped_samples,
+        summary.parameters.0,
+        summary.parameters.1
+    );
+    let row = |name: &str, e: &EvalSummary| {
+        println!(
+            "| {name:<22} | {:>6.2} | {:>6.2} | {:>7.2} | {:>11.2} |",
+            e.miou, e.f1, e.rouge_l, e.masks_per_image
+        );
+    };
+    if summary.before.is_some() || summary.after.is_some() {
+        let reference = summary.after.as_ref().or(summary.before.as_ref());
+        println!();
+        println!(
+            "held-out split ({} images, per-image mean x100, paper convention):",
+            reference.map_or(0, |e| e.images)
+        );
+        println!("| model                  |   mIoU |     F1 | ROUGE-L | masks/image |");
+        println!("|------------------------|--------|--------|---------|-------------|");
+        if let Some(e) = reference {
+            println!(
+                "| {:<22} | {:>6.2} | {:>6.2} | {:>7} | {:>11} |",
+                "all-background", e.background_miou, e.background_f1, "-", "0.00"
+            );
+        }
+        if let Some(e) = &summary.before {
+            row("untrained (same init)", e);
+        }
+        if let Some(e) = &summary.after {
+            row("trained", e);
+        }
+    }
+    println!();
+    println!("model:   {}", summary.final_model.display());
+    println!(
+        "logs:    {}  (loss_curve.html, loss_curve.png, summary.json)",
+        summary.out_dir.join("metrics.jsonl").display()
+    );
+}
+
+fn run_with(config: TrainConfig, resume: bool) -> Result<ExitCode> {
+    let observer = BarObserver {
+        bar: Mutex::new(None),
+    };
+    let result = train(&config, resume, &observer);
+    if let Some(bar) = observer.bar.lock().expect("bar lock").take() {
+        bar.finish_and_clear();
+    }
+    let summary = result?;
+    print_summary(&summary);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_train(args: TrainArgs) -> Result<ExitCode> {
+    let mut overrides = args.overrides;
+    if let Some(devices) = args.devices {
+        let list: Vec<String> = devices
+            .split(',')
+            .map(|d| format!("\"{}\"", d.trim()))
+            .collect();
+        overrides.push(format!("run.devices=[{}]", list.join(",")));
+    }
+    let config = TrainConfig::load(&args.config, &overrides)
+        .with_context(|| format!("loading {}", args.config.display()))?;
+    run_with(config, args.resume)
+}
+
+pub fn run_finetune(args: FinetuneArgs) -> Result<ExitCode> {
+    let mut overrides = vec![
+        format!("model.init={}", toml_string(&args.from)),
+        format!("data.root={}", toml_string(&args.data)),
+    ];
+    if let Some(mix) = &args.mix {
+        overrides.push(format!("data.mix_root={}", toml_string(mix)));
+        overrides.push(format!("data.mix_ratio={}", args.mix_ratio));
+    }
+    if let Some(out) = &args.out {
+        overrides.push(format!("run.out_dir={}", toml_string(out)));
+    }
+    overrides.extend(args.overrides);
+    let config = TrainConfig::load(&args.config, &overrides)
+        .with_context(|| format!("loading {}", args.config.display()))?;
+    run_with(config, args.resume)
+}
+
+fn toml_string(path: &std::path::Path) -> String {
+    toml_quote(&path.display().to_string())
+}
+
+fn toml_quote(text: &str) -> String {
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+}

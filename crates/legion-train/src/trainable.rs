@@ -1,0 +1,95 @@
+//! Which parameters a run trains.
+//!
+//! The reference recipe (`train.py`): every parameter frozen, LoRA adapters on the LLM's
+//! `q_proj` / `v_proj`, and the modules whose names contain `lm_head`, `embed_tokens`,
+//! `mask_decoder`, `text_hidden_fcs` trained fully; CLIP, `mm_projector`, SAM's image and
+//! prompt encoders stay frozen. `full = true` trains everything (small configs).
+
+use burn::module::{Module, ModuleVisitor, Param, ParamGroup};
+use burn::tensor::Tensor;
+
+use legion_model::legion::Legion;
+use legion_model::llama::lora::{LlamaLoraConfig, apply_lora};
+
+use crate::TrainError;
+use crate::config::TrainableSection;
+
+/// Applies the trainable-parameter plan to `model` (which must live on an autodiff device
+/// for the gradients to exist).
+///
+/// # Errors
+/// [`TrainError::Config`] on an invalid LoRA setting or module path.
+pub fn configure_trainable(model: Legion, plan: &TrainableSection) -> Result<Legion, TrainError> {
+    let bad = |message: String| TrainError::Config {
+        source_name: "trainable".into(),
+        message,
+    };
+    if plan.full {
+        return Ok(model.set_require_grad(true));
+    }
+    let mut model = model.no_grad();
+    if plan.lora {
+        if plan.lora_dropout != 0.0 {
+            tracing::warn!(
+                dropout = plan.lora_dropout,
+                "LoRA dropout is recorded but not applied: burn's LoRA reparameterises the \
+                 weight and has no adapter-input dropout"
+            );
+        }
+        let lora = LlamaLoraConfig {
+            rank: plan.lora_rank,
+            alpha: plan.lora_alpha,
+            target_modules: plan.lora_targets.clone(),
+            fully_trained: Vec::new(),
+            init_std: None,
+            dropout: plan.lora_dropout,
+        };
+        model.llm = apply_lora(model.llm, &lora).map_err(|e| bad(e.to_string()))?;
+    }
+    if !plan.fully_trained.is_empty() {
+        let patterns: Vec<String> = plan
+            .fully_trained
+            .iter()
+            .map(|prefix| {
+                if prefix.is_empty()
+                    || !prefix
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+                {
+                    return Err(bad(format!(
+                        "fully_trained entry `{prefix}` is not a module path like `llm.lm_head`"
+                    )));
+                }
+                Ok(format!("^{}\\.", prefix.replace('.', "\\.")))
+            })
+            .collect::<Result<_, _>>()?;
+        let group = ParamGroup::from_any_regexes(patterns).map_err(|e| bad(format!("{e:?}")))?;
+        model = model.set_require_grad_group(group, true);
+    }
+    Ok(model)
+}
+
+struct TrainableCount {
+    trainable: usize,
+    total: usize,
+}
+
+impl ModuleVisitor for TrainableCount {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let n = param.shape().num_elements();
+        self.total += n;
+        if param.is_require_grad() {
+            self.trainable += n;
+        }
+    }
+}
+
+/// `(trainable, total)` parameter counts of `module` (LoRA factors included).
+pub fn count_trainable<M: Module>(module: &M) -> (usize, usize) {
+    let mut counter = TrainableCount {
+        trainable: 0,
+        total: 0,
+    };
+    module.visit(&mut counter);
+    (counter.trainable, counter.total)
+}
