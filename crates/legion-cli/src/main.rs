@@ -50,6 +50,7 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    legion_backend::flush_denormals();
     match run(cli) {
         Ok(code) => code,
         Err(err) => {

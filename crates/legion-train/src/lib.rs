@@ -11,6 +11,7 @@
 //! ```
 
 pub mod checkpoint;
+pub mod compare;
 pub mod config;
 pub mod curve;
 pub mod detect;

@@ -283,6 +283,8 @@ pub fn train(
     if config.run.task == Task::Detect {
         return crate::detect::train_detector(config, resume, observer);
     }
+    // Saturated mask logits produce subnormal floats, ~25x slower on x86 (measured).
+    legion_backend::flush_denormals();
     let out_dir = config.run.out_dir.clone();
     std::fs::create_dir_all(&out_dir).map_err(|e| TrainError::Io {
         path: out_dir.clone(),

@@ -1,0 +1,255 @@
+//! End-to-end training runs of the `legion` binary on the shipped tiny data: exact resume after
+//! SIGKILL, the NaN guard, data parallelism over two CPU devices, the detection task,
+//! fine-tuning with mixed data, learning, and the tokenizer command.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use burn::tensor::Device;
+use legion_model::bundle::{DetectorBundle, ModelBundle};
+use legion_train::compare::max_abs_difference;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn legion() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_legion"));
+    command.current_dir(repo());
+    command
+}
+
+fn quoted(path: &Path) -> String {
+    format!("\"{}\"", path.display())
+}
+
+/// A short tiny run: no warmup, batch 2, no evaluation, a checkpoint every step.
+fn short_run(out: &Path, steps: u64, extra: &[&str]) -> Command {
+    let mut command = legion();
+    command.args(["train", "--config", "configs/tiny.toml"]);
+    for set in [
+        format!("run.out_dir={}", quoted(out)),
+        format!("run.steps={steps}"),
+        "run.batch_size=2".into(),
+        "run.evaluate=false".into(),
+        "run.checkpoint_every=1".into(),
+        "run.keep_checkpoints=50".into(),
+        "run.validate_every=0".into(),
+        "optim.warmup_steps=0".into(),
+    ] {
+        command.args(["--set", &set]);
+    }
+    for set in extra {
+        command.args(["--set", set]);
+    }
+    command
+}
+
+fn check(output: &Output) -> String {
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "legion failed:\n{text}");
+    text
+}
+
+fn load(dir: &Path) -> ModelBundle {
+    ModelBundle::load(dir, &Device::flex()).expect("final bundle loads strictly")
+}
+
+#[test]
+fn a_run_killed_with_sigkill_resumes_to_the_same_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let (straight, killed) = (dir.path().join("straight"), dir.path().join("killed"));
+    let steps = 10;
+    check(&short_run(&straight, steps, &[]).output().unwrap());
+
+    let mut child = short_run(&killed, steps, &[]).spawn().unwrap();
+    let latest = killed.join("checkpoints/latest");
+    let started = Instant::now();
+    loop {
+        let step = std::fs::read_to_string(&latest)
+            .ok()
+            .and_then(|s| s.trim().strip_prefix("step-").and_then(|n| n.parse::<u64>().ok()));
+        if step.is_some_and(|s| s >= 3) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(600), "no checkpoint appeared");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it was killed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+    assert!(
+        !killed.join("final").exists(),
+        "the run finished before the kill; the test needs more steps"
+    );
+    let resumed = check(&short_run(&killed, steps, &[]).arg("--resume").output().unwrap());
+    assert!(resumed.contains("resumed from"), "{resumed}");
+
+    let (a, b) = (load(&straight.join("final")), load(&killed.join("final")));
+    let (diff, at) = max_abs_difference(&a.model, &b.model).unwrap();
+    assert_eq!(diff, 0.0, "resumed weights differ at {at}");
+    // And training did change the weights (the comparison is not vacuous).
+    let init = legion_model::legion::LegionConfig::tiny()
+        .init(&Device::flex())
+        .unwrap();
+    let (moved, _) = max_abs_difference(&init, &a.model).unwrap();
+    assert!(moved > 1e-3, "{moved}");
+}
+
+#[test]
+fn non_finite_steps_are_skipped_then_the_run_stops_keeping_the_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("nan");
+    // A huge learning rate makes the weights overflow after the first update.
+    let output = short_run(&out, 20, &["optim.lr=1e30", "run.max_bad_steps=3", "optim.grad_clip=0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "the run should stop: {stderr}");
+    assert!(stderr.contains("3 consecutive steps"), "{stderr}");
+    assert!(stderr.contains("update skipped"), "{stderr}");
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let skipped = metrics.matches("\"skipped\":true").count();
+    assert_eq!(skipped, 3, "{metrics}");
+    // The last checkpoint written is complete and loads.
+    let latest = std::fs::read_to_string(out.join("checkpoints/latest")).unwrap();
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("checkpoints").join(latest.trim()).join("state.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(state["step"].as_u64().unwrap() >= 1, "{state}");
+    assert!(!out.join("final").exists());
+}
+
+#[test]
+fn two_cpu_devices_compute_the_same_step_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    let common = ["run.batch_size=4", "optim.lr=1e-3"];
+    check(&short_run(&one, 2, &common).output().unwrap());
+    let text = check(
+        &short_run(&two, 2, &common)
+            .args(["--devices", "cpu,cpu"])
+            .output()
+            .unwrap(),
+    );
+    let (a, b) = (load(&one.join("final")), load(&two.join("final")));
+    let (diff, at) = max_abs_difference(&a.model, &b.model).unwrap();
+    // Same objective, different float summation order.
+    assert!(diff < 1e-4, "one vs two devices differ by {diff} at {at}\n{text}");
+    let init = legion_model::legion::LegionConfig::tiny()
+        .init(&Device::flex())
+        .unwrap();
+    let (moved, _) = max_abs_difference(&init, &a.model).unwrap();
+    assert!(moved > 100.0 * diff.max(1e-6), "moved {moved}, diff {diff}");
+}
+
+#[test]
+fn training_lowers_the_loss_and_finetuning_continues_from_the_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("learn");
+    check(
+        &short_run(&out, 60, &["run.batch_size=4", "run.checkpoint_every=0"])
+            .output()
+            .unwrap(),
+    );
+    let ce: Vec<f64> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["train"]["ce"].as_f64())
+        .collect();
+    assert_eq!(ce.len(), 60);
+    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
+    let (first, last) = (mean(&ce[..10]), mean(&ce[50..]));
+    assert!(last < 0.5 * first, "token CE {first} -> {last}");
+    assert!(out.join("loss_curve.png").is_file() && out.join("loss_curve.html").is_file());
+
+    let tuned = dir.path().join("tuned");
+    let text = check(
+        &legion()
+            .args(["finetune", "--config", "configs/finetune.toml", "--from"])
+            .arg(out.join("final"))
+            .arg("--data")
+            .arg("data/synthscars-tiny")
+            .arg("--mix")
+            .arg("data/synthscars-tiny")
+            .args(["--mix-ratio", "0.5", "--out"])
+            .arg(&tuned)
+            .args(["--set", "run.steps=3", "--set", "run.evaluate=false"])
+            .output()
+            .unwrap(),
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tuned.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["steps"], 3, "{text}");
+    let before = load(&out.join("final"));
+    let after = load(&tuned.join("final"));
+    let (moved, _) = max_abs_difference(&before.model, &after.model).unwrap();
+    assert!(moved > 0.0, "fine-tuning changed nothing");
+}
+
+fn write_detect_split(root: &Path, split: &str, per_class: u32) {
+    for (class, noisy) in [("0_real", false), ("1_fake", true)] {
+        let dir = root.join(split).join("gen").join(class);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..per_class {
+            let mut state = 0x9E37_79B9u32.wrapping_mul(i + 1 + u32::from(noisy) * 1000);
+            let img = image::RgbImage::from_fn(32, 32, |x, y| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                let base = ((x + y + i * 7) * 4) as u8;
+                let v = if noisy { (state >> 24) as u8 } else { base };
+                image::Rgb([v, v / 2, 255 - v])
+            });
+            img.save(dir.join(format!("{i}.png"))).unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_detection_head_learns_real_versus_fake() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("detect");
+    write_detect_split(&data, "train", 16);
+    write_detect_split(&data, "test", 8);
+    let out = dir.path().join("run");
+    let text = check(
+        &legion()
+            .args(["train", "--config", "configs/tiny.toml"])
+            .args(["--set", "run.task=\"detect\""])
+            .args(["--set", &format!("data.root={}", quoted(&data))])
+            .args(["--set", &format!("run.out_dir={}", quoted(&out))])
+            .args(["--set", "run.steps=40", "--set", "optim.warmup_steps=0"])
+            .args(["--set", "optim.lr=3e-3", "--set", "run.checkpoint_every=0"])
+            .output()
+            .unwrap(),
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let after = summary["detect_after"]["accuracy"].as_f64().unwrap();
+    assert!(after >= 90.0, "held-out accuracy {after}\n{text}");
+    DetectorBundle::load(&out.join("final"), &Device::flex()).expect("detector bundle loads");
+}
+
+#[test]
+fn the_shipped_tokenizer_is_what_the_command_makes() {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("tok.json");
+    check(
+        &legion()
+            .args(["data", "tokenizer", "--data", "data/synthscars-tiny", "--out"])
+            .arg(&fresh)
+            .output()
+            .unwrap(),
+    );
+    let shipped = std::fs::read(repo().join("data/tokenizers/synthscars-tiny.json")).unwrap();
+    assert!(std::fs::read(&fresh).unwrap() == shipped, "regenerate data/tokenizers/");
+}
