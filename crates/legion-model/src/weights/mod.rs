@@ -35,6 +35,7 @@
 //! ```
 
 mod dtype;
+pub mod peft;
 mod remap;
 mod source;
 
@@ -45,6 +46,7 @@ use burn::module::Module;
 use burn::store::{ApplyError, ApplyResult, ModuleSnapshot};
 
 pub use dtype::FloatDTypePolicy;
+pub use peft::{AdapterReport, PeftAdapter, PeftAdapterConfig, merge_peft_adapter};
 pub use remap::RemapTable;
 pub use source::{CheckpointFormat, CheckpointSource, ShardFile, SourceLayout, TopLevelKey};
 
@@ -84,6 +86,9 @@ pub enum WeightsError {
         target: String,
         file_keys: Vec<String>,
     },
+    /// A PEFT adapter's config is unusable, or its tensors do not fit the model.
+    #[error("PEFT adapter {path}: {message}")]
+    Adapter { path: PathBuf, message: String },
     /// The file was read but does not match the module.
     #[error(
         "weights in {path} do not match the model ({} missing, {} unexpected, {} errors){}\n\
