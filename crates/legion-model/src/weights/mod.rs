@@ -35,6 +35,8 @@
 //! ```
 
 mod dtype;
+pub mod export;
+pub mod native;
 pub mod peft;
 mod remap;
 mod source;
@@ -46,6 +48,10 @@ use burn::module::Module;
 use burn::store::{ApplyError, ApplyResult, ModuleSnapshot};
 
 pub use dtype::FloatDTypePolicy;
+pub use export::{
+    ExportOptions, ExportReport, GLAMM_LEGION_EXPORT_REMAP, export_glamm_safetensors,
+};
+pub use native::{NATIVE_CONFIG_FILE, NATIVE_WEIGHTS_FILE, NativeFiles, load_native, save_native};
 pub use peft::{AdapterReport, PeftAdapter, PeftAdapterConfig, merge_peft_adapter};
 pub use remap::RemapTable;
 pub use source::{CheckpointFormat, CheckpointSource, ShardFile, SourceLayout, TopLevelKey};
