@@ -6,6 +6,7 @@ mod data_cmd;
 mod debug_cmd;
 mod eval_cmd;
 mod progress;
+mod weights_cmd;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -32,6 +33,11 @@ enum Command {
     Eval(eval_cmd::EvalArgs),
     /// Merge `legion eval --out` reports into one comparison table (rows = methods).
     Tables(eval_cmd::TablesArgs),
+    /// Convert a GLaMM / LEGION checkpoint (any layout, optional PEFT adapter and CLIP file) to
+    /// the native model folder (config.json + model.bpk) that loads fast.
+    Convert(weights_cmd::ConvertArgs),
+    /// Write a native model folder back as GLaMM / LEGION safetensors (PyTorch naming/layout).
+    Export(weights_cmd::ExportArgs),
     /// Score the trivial predictors (all-background, all-artifact, random) and print them beside
     /// the published rows.
     Baselines(eval_cmd::BaselinesArgs),
@@ -61,5 +67,7 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Eval(args) => eval_cmd::run_eval(args),
         Command::Tables(args) => eval_cmd::run_tables(args),
         Command::Baselines(args) => eval_cmd::run_baselines(args),
+        Command::Convert(args) => weights_cmd::run_convert(args),
+        Command::Export(args) => weights_cmd::run_export(args),
     }
 }

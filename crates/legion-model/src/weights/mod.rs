@@ -47,6 +47,7 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::store::{ApplyError, ApplyResult, ModuleSnapshot};
 
+pub use burn::tensor::FloatDType;
 pub use dtype::FloatDTypePolicy;
 pub use export::{
     ExportOptions, ExportReport, GLAMM_LEGION_EXPORT_REMAP, export_glamm_safetensors,
