@@ -207,10 +207,10 @@ pub fn flush_denormals() -> bool {
         // `_mm_setcsr` is deprecated in favour of inline assembly; it is still the plain way.
         #[allow(deprecated)]
         fn set_mode() {
-            #[cfg(target_arch = "x86_64")]
-            use std::arch::x86_64::{_mm_getcsr, _mm_setcsr};
             #[cfg(target_arch = "x86")]
             use std::arch::x86::{_mm_getcsr, _mm_setcsr};
+            #[cfg(target_arch = "x86_64")]
+            use std::arch::x86_64::{_mm_getcsr, _mm_setcsr};
             // FTZ (bit 15) and DAZ (bit 6) of MXCSR.
             // SAFETY: only the flush/zero mode bits change; SSE is baseline on these targets.
             unsafe {

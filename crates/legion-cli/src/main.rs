@@ -7,6 +7,7 @@ mod debug_cmd;
 mod eval_cmd;
 mod progress;
 mod train_cmd;
+mod weights_cmd;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -37,6 +38,11 @@ enum Command {
     Train(train_cmd::TrainArgs),
     /// Continue training a model bundle on new data (optionally mixed with the original).
     Finetune(train_cmd::FinetuneArgs),
+    /// Convert a GLaMM / LEGION checkpoint (any layout, optional PEFT adapter and CLIP file) to
+    /// the native model folder (config.json + model.bpk) that loads fast.
+    Convert(weights_cmd::ConvertArgs),
+    /// Write a native model folder back as GLaMM / LEGION safetensors (PyTorch naming/layout).
+    Export(weights_cmd::ExportArgs),
     /// Score the trivial predictors (all-background, all-artifact, random) and print them beside
     /// the published rows.
     Baselines(eval_cmd::BaselinesArgs),
@@ -69,5 +75,7 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Baselines(args) => eval_cmd::run_baselines(args),
         Command::Train(args) => train_cmd::run_train(args),
         Command::Finetune(args) => train_cmd::run_finetune(args),
+        Command::Convert(args) => weights_cmd::run_convert(args),
+        Command::Export(args) => weights_cmd::run_export(args),
     }
 }

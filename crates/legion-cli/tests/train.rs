@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use burn::tensor::Device;
+use legion_backend::Device;
 use legion_model::bundle::{DetectorBundle, ModelBundle};
 use legion_train::compare::max_abs_difference;
 
@@ -71,14 +71,22 @@ fn a_run_killed_with_sigkill_resumes_to_the_same_weights() {
     let latest = killed.join("checkpoints/latest");
     let started = Instant::now();
     loop {
-        let step = std::fs::read_to_string(&latest)
-            .ok()
-            .and_then(|s| s.trim().strip_prefix("step-").and_then(|n| n.parse::<u64>().ok()));
+        let step = std::fs::read_to_string(&latest).ok().and_then(|s| {
+            s.trim()
+                .strip_prefix("step-")
+                .and_then(|n| n.parse::<u64>().ok())
+        });
         if step.is_some_and(|s| s >= 3) {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(600), "no checkpoint appeared");
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before it was killed");
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "no checkpoint appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it was killed"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     child.kill().unwrap(); // SIGKILL on Unix
@@ -87,7 +95,12 @@ fn a_run_killed_with_sigkill_resumes_to_the_same_weights() {
         !killed.join("final").exists(),
         "the run finished before the kill; the test needs more steps"
     );
-    let resumed = check(&short_run(&killed, steps, &[]).arg("--resume").output().unwrap());
+    let resumed = check(
+        &short_run(&killed, steps, &[])
+            .arg("--resume")
+            .output()
+            .unwrap(),
+    );
     assert!(resumed.contains("resumed from"), "{resumed}");
 
     let (a, b) = (load(&straight.join("final")), load(&killed.join("final")));
@@ -106,9 +119,13 @@ fn non_finite_steps_are_skipped_then_the_run_stops_keeping_the_last_checkpoint()
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("nan");
     // A huge learning rate makes the weights overflow after the first update.
-    let output = short_run(&out, 20, &["optim.lr=1e30", "run.max_bad_steps=3", "optim.grad_clip=0"])
-        .output()
-        .unwrap();
+    let output = short_run(
+        &out,
+        20,
+        &["optim.lr=1e30", "run.max_bad_steps=3", "optim.grad_clip=0"],
+    )
+    .output()
+    .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "the run should stop: {stderr}");
     assert!(stderr.contains("3 consecutive steps"), "{stderr}");
@@ -119,8 +136,12 @@ fn non_finite_steps_are_skipped_then_the_run_stops_keeping_the_last_checkpoint()
     // The last checkpoint written is complete and loads.
     let latest = std::fs::read_to_string(out.join("checkpoints/latest")).unwrap();
     let state: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join("checkpoints").join(latest.trim()).join("state.json"))
-            .unwrap(),
+        &std::fs::read_to_string(
+            out.join("checkpoints")
+                .join(latest.trim())
+                .join("state.json"),
+        )
+        .unwrap(),
     )
     .unwrap();
     assert!(state["step"].as_u64().unwrap() >= 1, "{state}");
@@ -142,7 +163,10 @@ fn two_cpu_devices_compute_the_same_step_as_one() {
     let (a, b) = (load(&one.join("final")), load(&two.join("final")));
     let (diff, at) = max_abs_difference(&a.model, &b.model).unwrap();
     // Same objective, different float summation order.
-    assert!(diff < 1e-4, "one vs two devices differ by {diff} at {at}\n{text}");
+    assert!(
+        diff < 1e-4,
+        "one vs two devices differ by {diff} at {at}\n{text}"
+    );
     let init = legion_model::legion::LegionConfig::tiny()
         .init(&Device::flex())
         .unwrap();
@@ -187,7 +211,8 @@ fn training_lowers_the_loss_and_finetuning_continues_from_the_bundle() {
             .unwrap(),
     );
     let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(tuned.join("summary.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(tuned.join("summary.json")).unwrap())
+            .unwrap();
     assert_eq!(summary["steps"], 3, "{text}");
     let before = load(&out.join("final"));
     let after = load(&tuned.join("final"));
@@ -245,11 +270,20 @@ fn the_shipped_tokenizer_is_what_the_command_makes() {
     let fresh = dir.path().join("tok.json");
     check(
         &legion()
-            .args(["data", "tokenizer", "--data", "data/synthscars-tiny", "--out"])
+            .args([
+                "data",
+                "tokenizer",
+                "--data",
+                "data/synthscars-tiny",
+                "--out",
+            ])
             .arg(&fresh)
             .output()
             .unwrap(),
     );
     let shipped = std::fs::read(repo().join("data/tokenizers/synthscars-tiny.json")).unwrap();
-    assert!(std::fs::read(&fresh).unwrap() == shipped, "regenerate data/tokenizers/");
+    assert!(
+        std::fs::read(&fresh).unwrap() == shipped,
+        "regenerate data/tokenizers/"
+    );
 }

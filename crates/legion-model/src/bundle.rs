@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! <dir>/bundle.json         format tag, SAM input size for inference, provenance
-//! <dir>/legion_config.json  the LegionConfig (component shapes)
+//! <dir>/config.json         the LegionConfig (component shapes)
 //! <dir>/model.bpk           weights, burn's native burnpack format (LoRA merged)
 //! <dir>/tokenizer.json      the tokenizer with GLaMM's special tokens
 //! ```
@@ -28,10 +28,11 @@ pub const BUNDLE_FORMAT: &str = "legion-rs-model/1";
 
 /// File names inside a bundle directory.
 pub const BUNDLE_META_FILE: &str = "bundle.json";
+/// See the module docs; the same file as the native folder of `legion convert`
+/// ([`crate::weights::native`]), so a converted folder with a tokenizer is a bundle.
+pub const BUNDLE_CONFIG_FILE: &str = crate::weights::native::NATIVE_CONFIG_FILE;
 /// See the module docs.
-pub const BUNDLE_CONFIG_FILE: &str = "legion_config.json";
-/// See the module docs.
-pub const BUNDLE_WEIGHTS_FILE: &str = "model.bpk";
+pub const BUNDLE_WEIGHTS_FILE: &str = crate::weights::native::NATIVE_WEIGHTS_FILE;
 /// See the module docs.
 pub const BUNDLE_TOKENIZER_FILE: &str = "tokenizer.json";
 
@@ -41,7 +42,7 @@ pub enum BundleError {
     /// A file of the bundle could not be read or written.
     #[error("{path}: {message}")]
     Io { path: PathBuf, message: String },
-    /// `bundle.json` or `legion_config.json` is not valid.
+    /// `bundle.json` or `config.json` is not valid.
     #[error("{path}: invalid {what}: {message}")]
     Invalid {
         path: PathBuf,

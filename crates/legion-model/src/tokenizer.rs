@@ -59,6 +59,20 @@ pub enum TokenizerError {
     /// `tokenizer.json` could not be read or parsed.
     #[error("cannot load tokenizer {path}: {message}")]
     Load { path: String, message: String },
+    /// Only a SentencePiece `tokenizer.model` is there; the `tokenizers` crate reads
+    /// `tokenizer.json` only.
+    #[error(
+        "{model}: only a SentencePiece tokenizer.model, no tokenizer.json; the Rust `tokenizers` \
+         crate reads tokenizer.json only. Convert it once (transformers' LlamaTokenizerFast, \
+         keeps GLaMM's added tokens): `python scripts/convert_tokenizer.py {dir}` writes \
+         {dir}/tokenizer.json (needs `pip install transformers sentencepiece protobuf`)"
+    )]
+    SentencePieceOnly {
+        /// The `tokenizer.model` file.
+        model: String,
+        /// Its folder, where `tokenizer.json` is expected.
+        dir: String,
+    },
     /// A required token is not in the vocabulary.
     #[error("tokenizer {source_name}: required token `{token}` is not in the vocabulary")]
     MissingToken { source_name: String, token: String },
@@ -138,12 +152,52 @@ pub struct LegionTokenizer {
     special: SpecialTokenIds,
 }
 
+/// The `tokenizer.json` to load for `path`: the file itself, or `<dir>/tokenizer.json` for a
+/// checkpoint folder.
+///
+/// # Errors
+/// [`TokenizerError::SentencePieceOnly`] when `path` is a SentencePiece `*.model` file, or a
+/// folder with `tokenizer.model` and no `tokenizer.json` (the message says how to convert);
+/// [`TokenizerError::Load`] when a folder has neither.
+pub fn resolve_tokenizer_json(path: &Path) -> Result<std::path::PathBuf, TokenizerError> {
+    let sentencepiece = |model: &Path| TokenizerError::SentencePieceOnly {
+        model: model.display().to_string(),
+        dir: model
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .display()
+            .to_string(),
+    };
+    if path.is_dir() {
+        let json = path.join("tokenizer.json");
+        if json.is_file() {
+            return Ok(json);
+        }
+        let model = path.join("tokenizer.model");
+        if model.is_file() {
+            return Err(sentencepiece(&model));
+        }
+        return Err(TokenizerError::Load {
+            path: path.display().to_string(),
+            message: "the folder has no tokenizer.json (nor a tokenizer.model)".into(),
+        });
+    }
+    if path.extension().is_some_and(|e| e == "model") {
+        return Err(sentencepiece(path));
+    }
+    Ok(path.to_path_buf())
+}
+
 impl LegionTokenizer {
-    /// Loads a `tokenizer.json` and resolves the special tokens.
+    /// Loads a `tokenizer.json` (or the one in a checkpoint folder, see
+    /// [`resolve_tokenizer_json`]) and resolves the special tokens.
     ///
     /// # Errors
+    /// [`TokenizerError::SentencePieceOnly`] for a SentencePiece-only folder or file,
     /// [`TokenizerError::Load`] when the file cannot be read; see [`LegionTokenizer::new`].
     pub fn from_file(path: &Path) -> Result<Self, TokenizerError> {
+        let path = &resolve_tokenizer_json(path)?;
         let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| TokenizerError::Load {
             path: path.display().to_string(),
             message: e.to_string(),

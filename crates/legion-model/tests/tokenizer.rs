@@ -244,3 +244,35 @@ fn image_token_ids_and_label_mask_match_the_reference() {
         Err(TokenizerError::Template { .. })
     ));
 }
+
+#[test]
+fn sentencepiece_only_folder_says_how_to_convert() {
+    let tmp = std::env::temp_dir().join(format!("legion_spm_only_{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    // Content does not matter: the file is never parsed.
+    std::fs::write(tmp.join("tokenizer.model"), b"\x0a\x0bnot parsed").unwrap();
+    for path in [tmp.clone(), tmp.join("tokenizer.model")] {
+        let err = LegionTokenizer::from_file(&path).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            matches!(err, TokenizerError::SentencePieceOnly { .. }),
+            "{message}"
+        );
+        assert!(message.contains(&tmp.join("tokenizer.model").display().to_string()));
+        assert!(message.contains(&format!(
+            "python scripts/convert_tokenizer.py {}",
+            tmp.display()
+        )));
+    }
+    // With a tokenizer.json beside it, the folder loads that.
+    std::fs::copy(dir().join("tokenizer.json"), tmp.join("tokenizer.json")).unwrap();
+    let tok = LegionTokenizer::from_file(&tmp).unwrap();
+    assert_eq!(tok.special().seg, tokenizer().special().seg);
+    // A folder with neither names the folder.
+    std::fs::remove_file(tmp.join("tokenizer.json")).unwrap();
+    std::fs::remove_file(tmp.join("tokenizer.model")).unwrap();
+    let err = LegionTokenizer::from_file(&tmp).unwrap_err().to_string();
+    assert!(err.contains("no tokenizer.json"), "{err}");
+    let _ = std::fs::remove_dir_all(&tmp);
+}

@@ -49,7 +49,11 @@ pub fn max_abs_difference<M: Module>(a: &M, b: &M) -> Result<(f64, String), Stri
     let mut worst = (0.0f64, String::new());
     for ((pa, va), (pb, vb)) in a.iter().zip(&b) {
         if pa != pb || va.len() != vb.len() {
-            return Err(format!("parameter {pa} ({}) vs {pb} ({})", va.len(), vb.len()));
+            return Err(format!(
+                "parameter {pa} ({}) vs {pb} ({})",
+                va.len(),
+                vb.len()
+            ));
         }
         for (x, y) in va.iter().zip(vb) {
             let d = f64::from((x - y).abs());

@@ -47,9 +47,10 @@ pub struct DataSection {
     /// Held-out split for validation and the final evaluation.
     #[serde(default = "default_val_split")]
     pub val_split: String,
-    /// `tokenizer.json` with GLaMM's special tokens (ignored when `model.init` is a bundle,
-    /// which carries its own).
-    pub tokenizer: PathBuf,
+    /// `tokenizer.json` with GLaMM's special tokens; not needed (and ignored) when
+    /// `model.init` is a bundle, which carries its own.
+    #[serde(default)]
+    pub tokenizer: Option<PathBuf>,
     /// Longest side of the SAM input during training (512 in the reference; the canvas is
     /// the SAM encoder's input size).
     #[serde(default)]
@@ -410,6 +411,9 @@ impl TrainConfig {
         }
         if self.data.mix_ratio > 0.0 && self.data.mix_root.is_none() {
             problems.push("data.mix_ratio > 0 needs data.mix_root".to_string());
+        }
+        if self.model.init.is_none() && self.data.tokenizer.is_none() {
+            problems.push("data.tokenizer is needed unless model.init names a bundle".to_string());
         }
         if self.run.devices.is_empty() {
             problems.push("run.devices is empty".to_string());

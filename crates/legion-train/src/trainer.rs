@@ -249,7 +249,17 @@ fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
 fn load_tokenizer(config: &TrainConfig) -> Result<LegionTokenizer, TrainError> {
     match &config.model.init {
         Some(init) => Ok(ModelBundle::read_config(init)?.2),
-        None => Ok(LegionTokenizer::from_file(&config.data.tokenizer)?),
+        None => {
+            let path = config
+                .data
+                .tokenizer
+                .as_ref()
+                .ok_or_else(|| TrainError::Config {
+                    source_name: "data.tokenizer".into(),
+                    message: "no tokenizer given".into(),
+                })?;
+            Ok(LegionTokenizer::from_file(path)?)
+        }
     }
 }
 
@@ -298,7 +308,7 @@ pub fn train(
     let tokenizer = load_tokenizer(config)?;
     if tokenizer.vocab_size() > model_config.llm.vocab_size {
         return Err(TrainError::Config {
-            source_name: config.data.tokenizer.display().to_string(),
+            source_name: "data.tokenizer / model.init".into(),
             message: format!(
                 "the tokenizer has {} tokens, the model's vocabulary {}",
                 tokenizer.vocab_size(),

@@ -57,7 +57,10 @@ use crate::llama::Llama;
 use crate::projector::MlpProjector;
 use crate::sam::{Sam, SamError, SamPrompts, postprocess_masks};
 use crate::tokenizer::{IGNORE_INDEX, IMAGE_TOKEN_INDEX, PaddedBatch, TokenizerError};
-use crate::weights::{self, Allowances, KeyRemap, WeightsError};
+use crate::weights::{
+    self, AdapterReport, Allowances, KeyRemap, LoadOptions, LoadReport, PeftAdapter, RemapTable,
+    WeightsError,
+};
 
 /// Errors of the composed model.
 #[derive(Debug, thiserror::Error)]
@@ -214,30 +217,67 @@ impl Legion {
         self.llm.embed_tokens.weight.dims()[0]
     }
 
-    /// Loads a GLaMM / LEGION combined safetensors file strictly (every model tensor must be
+    /// Loads a GLaMM / LEGION combined checkpoint strictly (every model tensor must be
     /// present; only [`GLAMM_LEGION_IGNORED`] may be left over), CLIP from where `clip` says.
+    /// Any layout [`weights::CheckpointSource::resolve`] accepts (single file, HF folder,
+    /// sharded with index, `.bin`).
     ///
     /// # Errors
     /// [`LegionError::Weights`] listing every missing / unexpected tensor and shape error.
-    pub fn load_glamm(mut self, path: &Path, clip: ClipWeights<'_>) -> Result<Self, LegionError> {
-        let compile = |p: &str| {
-            // The patterns are constants of this module, exercised by the tests.
-            regex_lite::Regex::new(p).expect("valid constant regex")
-        };
+    pub fn load_glamm(self, path: &Path, clip: ClipWeights<'_>) -> Result<Self, LegionError> {
+        self.load_glamm_with(path, clip, &Allowances::strict(), &LoadOptions::default())
+            .map(|(model, _)| model)
+    }
+
+    /// [`Legion::load_glamm`] with user allowances on top of [`GLAMM_LEGION_IGNORED`]
+    /// (`--allow-missing` / `--allow-unexpected`) and load options (dtype, progress).
+    ///
+    /// # Errors
+    /// As [`Legion::load_glamm`].
+    pub fn load_glamm_with(
+        mut self,
+        path: &Path,
+        clip: ClipWeights<'_>,
+        allow: &Allowances,
+        options: &LoadOptions<'_>,
+    ) -> Result<(Self, LoadReport), LegionError> {
         let mut allow = Allowances {
             missing: Vec::new(),
-            unexpected: GLAMM_LEGION_IGNORED.iter().map(|p| compile(p)).collect(),
-        };
-        if matches!(clip, ClipWeights::HfFile(_)) {
-            allow.missing.push(compile(r"^vision_tower\."));
-            allow.unexpected.push(compile(r"^vision_tower\."));
+            unexpected: crate::clip_vision::compile_patterns(GLAMM_LEGION_IGNORED),
         }
-        self = weights::load_safetensors(self, path, &glamm_legion_remaps(), &allow)?;
+        .extend(allow.clone());
+        if matches!(clip, ClipWeights::HfFile(_)) {
+            let tower = crate::clip_vision::compile_patterns(&[r"^vision_tower\."]);
+            allow.missing.extend(tower.iter().cloned());
+            allow.unexpected.extend(tower);
+        }
+        let (loaded, report) =
+            weights::load_weights(self, path, &glamm_legion_remaps(), &allow, options)?;
+        self = loaded;
         if let ClipWeights::HfFile(clip_path) = clip {
             self.vision_tower =
                 load_clip_vision(self.vision_tower, clip_path, ClipCheckpointLayout::HfClip)?;
         }
-        Ok(self)
+        Ok((self, report))
+    }
+
+    /// Merges a PEFT LoRA adapter trained on the GLaMM / LEGION model (keys
+    /// `base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight`, ...) into the loaded
+    /// weights (see [`weights::peft`]).
+    ///
+    /// # Errors
+    /// [`LegionError::Weights`] when the adapter is unreadable or any of its tensors does not
+    /// fit the model.
+    pub fn merge_peft_adapter(
+        self,
+        adapter: &Path,
+        options: &LoadOptions<'_>,
+    ) -> Result<(Self, AdapterReport), LegionError> {
+        let adapter = PeftAdapter::open(adapter)?;
+        let remaps = RemapTable::new(&glamm_legion_remaps())?;
+        Ok(weights::merge_peft_adapter(
+            self, &adapter, &remaps, options,
+        )?)
     }
 
     /// Projected image tokens (LLaVA `encode_images`): CLIP hidden state `select_layer`, CLS

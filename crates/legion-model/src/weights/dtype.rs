@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::store::burn_pack::Tensor as PackTensor;
-use burn::store::{ModuleAdapter, ModuleContext, PyTorchToBurnAdapter, bridge};
+use burn::store::{
+    BurnToPyTorchAdapter, ModuleAdapter, ModuleContext, PyTorchToBurnAdapter, bridge,
+};
 use burn::tensor::{DType, FloatDType, Tensor};
 
 /// Which float dtype loaded tensors get.
@@ -98,11 +100,12 @@ impl ModuleVisitor for ParamDTypes {
 }
 
 /// PyTorch -> burn layout (Linear transpose, norm weight/bias -> gamma/beta), then the float
-/// dtype conversion.
+/// dtype conversion. For native (burn-layout) files, the dtype conversion only.
 #[derive(Clone)]
 pub(crate) struct ImportAdapter {
     targets: TargetDTypes,
     converted: Arc<AtomicUsize>,
+    from_pytorch: bool,
 }
 
 impl ImportAdapter {
@@ -110,6 +113,15 @@ impl ImportAdapter {
         Self {
             targets,
             converted: Arc::new(AtomicUsize::new(0)),
+            from_pytorch: true,
+        }
+    }
+
+    /// For files already in burn's layout and naming (`.bpk`).
+    pub(crate) fn native(targets: TargetDTypes) -> Self {
+        Self {
+            from_pytorch: false,
+            ..Self::new(targets)
         }
     }
 
@@ -121,7 +133,11 @@ impl ImportAdapter {
 
 impl ModuleAdapter for ImportAdapter {
     fn adapt(&self, tensor: PackTensor, ctx: ModuleContext<'_>) -> PackTensor {
-        let tensor = PyTorchToBurnAdapter.adapt(tensor, ctx);
+        let tensor = if self.from_pytorch {
+            PyTorchToBurnAdapter.adapt(tensor, ctx)
+        } else {
+            tensor
+        };
         // The applier names the tensor by the parameter's burn path before adapting.
         match self.targets.target(&tensor.name) {
             Some(target)
@@ -139,7 +155,41 @@ impl ModuleAdapter for ImportAdapter {
     }
 
     fn get_alternative_param_name(&self, param_name: &str, module_type: &str) -> Option<String> {
-        PyTorchToBurnAdapter.get_alternative_param_name(param_name, module_type)
+        if self.from_pytorch {
+            PyTorchToBurnAdapter.get_alternative_param_name(param_name, module_type)
+        } else {
+            None
+        }
+    }
+
+    fn clone_box(&self) -> Box<dyn ModuleAdapter> {
+        Box::new(self.clone())
+    }
+}
+
+/// burn -> PyTorch layout (Linear transpose, gamma/beta -> weight/bias), then an optional
+/// float dtype cast, for exports.
+#[derive(Clone)]
+pub(crate) struct ExportAdapter {
+    pub(crate) dtype: Option<DType>,
+}
+
+impl ModuleAdapter for ExportAdapter {
+    fn adapt(&self, tensor: PackTensor, ctx: ModuleContext<'_>) -> PackTensor {
+        let tensor = BurnToPyTorchAdapter.adapt(tensor, ctx);
+        match self.dtype {
+            Some(target) if tensor.dtype.is_float() && tensor.dtype != target => {
+                let (name, shape) = (tensor.name.clone(), tensor.shape.clone());
+                bridge::map_data(tensor, name, target, shape, move |data| {
+                    data.convert_dtype(target)
+                })
+            }
+            _ => tensor,
+        }
+    }
+
+    fn get_alternative_param_name(&self, param_name: &str, module_type: &str) -> Option<String> {
+        BurnToPyTorchAdapter.get_alternative_param_name(param_name, module_type)
     }
 
     fn clone_box(&self) -> Box<dyn ModuleAdapter> {

@@ -35,6 +35,9 @@
 //! ```
 
 mod dtype;
+pub mod export;
+pub mod native;
+pub mod peft;
 mod remap;
 mod source;
 
@@ -44,7 +47,13 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::store::{ApplyError, ApplyResult, ModuleSnapshot};
 
+pub use burn::tensor::FloatDType;
 pub use dtype::FloatDTypePolicy;
+pub use export::{
+    ExportOptions, ExportReport, GLAMM_LEGION_EXPORT_REMAP, export_glamm_safetensors,
+};
+pub use native::{NATIVE_CONFIG_FILE, NATIVE_WEIGHTS_FILE, NativeFiles, load_native, save_native};
+pub use peft::{AdapterReport, PeftAdapter, PeftAdapterConfig, merge_peft_adapter};
 pub use remap::RemapTable;
 pub use source::{CheckpointFormat, CheckpointSource, ShardFile, SourceLayout, TopLevelKey};
 
@@ -84,6 +93,9 @@ pub enum WeightsError {
         target: String,
         file_keys: Vec<String>,
     },
+    /// A PEFT adapter's config is unusable, or its tensors do not fit the model.
+    #[error("PEFT adapter {path}: {message}")]
+    Adapter { path: PathBuf, message: String },
     /// The file was read but does not match the module.
     #[error(
         "weights in {path} do not match the model ({} missing, {} unexpected, {} errors){}\n\
