@@ -3,7 +3,7 @@
 //! [`scripted_bundle`] is the tiny LEGION config with random CLIP / SAM weights and an LLM
 //! rewired into a deterministic "bigram machine" (each token's embedding is a one-hot that
 //! `lm_head` maps to the next token of a script; attention and MLP outputs are zeroed) that
-//! always answers `<p> PHRASE</p>[SEG]: EXPLANATION</s>`. So every analysis has exactly one
+//! always answers `<p> PHRASE</p>[SEG] :EXPLANATION</s>`. So every analysis has exactly one
 //! artifact whose mask comes from the (random) SAM decoder: the whole pipeline — generation,
 //! `[SEG]` -> mask, parsing, records, overlays, eval — runs on real tensors, with a known
 //! answer. It says nothing about the quality of a trained model.
@@ -28,14 +28,10 @@ pub const SCRIPTED_EXPLANATION: &str = "Fused fingers";
 /// # Errors
 /// [`InferError::Config`] when the tokenizer cannot express the script with distinct tokens.
 pub fn scripted_bundle(device: &Device, seed: u64) -> Result<ModelBundle, InferError> {
-    let corpus: Vec<String> = [
-        "Upon examining the image. I have found: a hand with fused fingers.",
-        "To elaborate, I have found the following artifacts. hand: Fused fingers",
-        "the shadow falls the wrong way; the text on the sign is garbled",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    // The script's words are repeated so BPE merges each into one token: a bigram machine
+    // cannot emit a token twice, and a lone ":" would repeat the prompt's last token.
+    let mut corpus: Vec<String> = vec![format!("{SCRIPTED_PHRASE} :{SCRIPTED_EXPLANATION}"); 64];
+    corpus.push("the shadow falls the wrong way; the text on the sign is garbled".into());
     let tokenizer = train_llama_like_tokenizer(&corpus, 640)
         .map_err(|e| InferError::Config(format!("tokenizer: {e}")))?;
     let mut config = LegionConfig::tiny();
@@ -50,7 +46,7 @@ pub fn scripted_bundle(device: &Device, seed: u64) -> Result<ModelBundle, InferE
             .map_err(|e| InferError::Config(format!("tokenizer: {e}")))
     };
     let mut script = vec![special.phrase_start];
-    script.extend(encode(&format!(" {SCRIPTED_PHRASE}"))?);
+    script.extend(encode(SCRIPTED_PHRASE)?);
     script.extend([special.phrase_end, special.seg]);
     script.extend(encode(&format!(":{SCRIPTED_EXPLANATION}"))?);
     script.push(special.eos);
@@ -108,4 +104,21 @@ pub fn scripted_bundle(device: &Device, seed: u64) -> Result<ModelBundle, InferE
         model,
         tokenizer,
     })
+}
+
+/// A `LegionForCls` detector on the tiny CLIP tower (`LegionConfig::tiny().clip`) with random
+/// weights fixed by `seed`; its scores are arbitrary but deterministic.
+///
+/// # Errors
+/// [`InferError::Model`] if the tiny configs stop fitting together.
+pub fn tiny_detector(device: &Device, seed: u64) -> Result<crate::detect::Detector, InferError> {
+    let clip = LegionConfig::tiny().clip;
+    let head = legion_model::detection_head::DetectionHeadConfig::new(
+        clip.hidden_size,
+        2 * clip.hidden_size,
+    );
+    let config = legion_model::legion::LegionClsConfig::new(clip, head);
+    device.seed(seed);
+    let model = config.init(device)?;
+    Ok(crate::detect::Detector::new(config, model, device.clone()))
 }
