@@ -172,6 +172,18 @@ pub fn write_html(path: &Path, html: &str) -> Result<(), InferError> {
     std::fs::write(path, html).map_err(|e| InferError::io(path, e))
 }
 
+/// PNG bytes of a grey image.
+///
+/// # Errors
+/// As [`png_bytes`].
+pub fn png_bytes_gray(image: &image::GrayImage, what: &str) -> Result<Vec<u8>, InferError> {
+    let mut out = Cursor::new(Vec::new());
+    image
+        .write_to(&mut out, ImageFormat::Png)
+        .map_err(|e| InferError::image_write(what, e))?;
+    Ok(out.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,16 +203,4 @@ mod tests {
             "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
         );
     }
-}
-
-/// PNG bytes of a grey image.
-///
-/// # Errors
-/// As [`png_bytes`].
-pub fn png_bytes_gray(image: &image::GrayImage, what: &str) -> Result<Vec<u8>, InferError> {
-    let mut out = Cursor::new(Vec::new());
-    image
-        .write_to(&mut out, ImageFormat::Png)
-        .map_err(|e| InferError::image_write(what, e))?;
-    Ok(out.into_inner())
 }

@@ -30,6 +30,8 @@ const MIN_DISPLAY_WIDTH: u32 = 256;
 const MAX_UPSCALE: u32 = 8;
 /// Font scale of legend text.
 const TEXT_SCALE: u32 = 2;
+/// Widest legend (longer lines are cut with `...`).
+const MAX_LEGEND_WIDTH: u32 = 1024;
 /// Legend padding in pixels.
 const PAD: u32 = 6;
 
@@ -138,11 +140,20 @@ pub fn render_analysis_overlay(image: &RgbImage, record: &AnalysisRecord) -> Rgb
 pub fn with_legend(image: &RgbImage, lines: &[(Option<Rgb<u8>>, String)]) -> RgbImage {
     let line_height = GLYPH_HEIGHT * TEXT_SCALE + PAD;
     let swatch = GLYPH_HEIGHT * TEXT_SCALE;
-    let width = image.width().max(MIN_DISPLAY_WIDTH);
+    let text_x = PAD + swatch + PAD;
+    // Wide enough for the longest line, up to MAX_LEGEND_WIDTH (longer lines are cut).
+    let longest = lines
+        .iter()
+        .map(|(_, t)| text_x + text_width(t, TEXT_SCALE) + PAD)
+        .max()
+        .unwrap_or(0);
+    let width = image
+        .width()
+        .max(MIN_DISPLAY_WIDTH)
+        .max(longest.min(MAX_LEGEND_WIDTH));
     let legend_height = PAD + lines.len() as u32 * line_height;
     let mut out = RgbImage::from_pixel(width, image.height() + legend_height, Rgb([255, 255, 255]));
     imageops::replace(&mut out, image, 0, 0);
-    let text_x = PAD + swatch + PAD;
     for (i, (swatch_colour, text)) in lines.iter().enumerate() {
         let y = image.height() + PAD + i as u32 * line_height;
         if let Some(c) = swatch_colour {
@@ -214,7 +225,11 @@ mod tests {
         let out = render_analysis_overlay(&image, &record);
         let scale = display_scale(32);
         assert_eq!(scale, 8);
-        assert_eq!(out.width(), 256);
+        // The legend line "1. hand (48 px, score 0.75)" is wider than the 256 px image.
+        assert_eq!(
+            out.width(),
+            PAD + 14 + PAD + text_width("1. hand (48 px, score 0.75)", 2) + PAD
+        );
         assert!(out.height() > 16 * scale);
         // Interior pixel: tinted; boundary pixel: solid; outside: unchanged.
         let c = PALETTE[0];
