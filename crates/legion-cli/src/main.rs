@@ -2,12 +2,14 @@
 //!
 //! Run `legion --help` for the command list; the README has the full reference.
 
+mod analyze_cmd;
 mod data_cmd;
 mod debug_cmd;
 mod eval_cmd;
 mod progress;
 mod train_cmd;
 mod weights_cmd;
+mod refine_cmd;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -46,6 +48,14 @@ enum Command {
     /// Score the trivial predictors (all-background, all-artifact, random) and print them beside
     /// the published rows.
     Baselines(eval_cmd::BaselinesArgs),
+    /// Analyse images with a model: explanation, artifacts, overlay PNG, JSON record, HTML report.
+    Analyze(analyze_cmd::AnalyzeArgs),
+    /// Batch inference over a dataset, written in `legion eval`'s input format (resumable).
+    Infer(analyze_cmd::InferArgs),
+    /// Image-level real/fake scores of the detection head (LegionForCls).
+    Detect(analyze_cmd::DetectArgs),
+    /// Refine an image: detect artifacts, repaint them with a generator, detect again.
+    Refine(refine_cmd::RefineArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -77,5 +87,9 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Finetune(args) => train_cmd::run_finetune(args),
         Command::Convert(args) => weights_cmd::run_convert(args),
         Command::Export(args) => weights_cmd::run_export(args),
+        Command::Analyze(args) => analyze_cmd::run_analyze(args),
+        Command::Infer(args) => analyze_cmd::run_infer_cmd(args),
+        Command::Detect(args) => analyze_cmd::run_detect(args),
+        Command::Refine(args) => refine_cmd::run(args),
     }
 }

@@ -432,6 +432,22 @@ impl TrainConfig {
         }
     }
 
+    /// Whether a checkpoint written under `other` (its resolved TOML) may be resumed with this
+    /// config: everything but where the run lives (`run.out_dir`) and which devices compute
+    /// it (`run.devices`) must be equal.
+    pub fn resumable_from(&self, other_toml: &str) -> bool {
+        let Ok(other) = TrainConfig::from_toml(other_toml, "checkpoint", &[]) else {
+            return false;
+        };
+        let normalise = |c: &TrainConfig| {
+            let mut c = c.clone();
+            c.run.out_dir = PathBuf::new();
+            c.run.devices.clear();
+            c
+        };
+        normalise(self) == normalise(&other)
+    }
+
     /// Steps of the linear decay.
     pub fn decay_steps(&self) -> u64 {
         self.optim.decay_steps.unwrap_or(self.run.steps)

@@ -263,7 +263,7 @@ pub fn train_detector(
     };
     if resume && let Some(dir) = latest_checkpoint(&checkpoints)? {
         let (m, o, s) = load_checkpoint(&dir, model, optim)?;
-        if s.config_toml != config_toml {
+        if !config.resumable_from(&s.config_toml) {
             return Err(TrainError::Config {
                 source_name: dir.join("train_config.toml").display().to_string(),
                 message: "the checkpoint was written with another config".into(),

@@ -367,7 +367,7 @@ pub fn train(
         match latest_checkpoint(&checkpoints)? {
             Some(dir) => {
                 let (m, o, s) = load_checkpoint(&dir, model, optim)?;
-                if s.config_toml != config_toml {
+                if !config.resumable_from(&s.config_toml) {
                     return Err(TrainError::Config {
                         source_name: dir.join("train_config.toml").display().to_string(),
                         message: "the checkpoint was written with another config; resume with \

@@ -513,8 +513,20 @@ impl Legion {
         }
         let embeddings = self.text_hidden_fcs.forward(hidden);
         let sam = &self.grounding_encoder;
-        // Frozen and run under `torch.no_grad()` in the reference.
-        let image_embedding = sam.image_encoder.forward(sam_pixels).detach();
+        // Frozen and run under `torch.no_grad()` in the reference: a frozen encoder runs on the
+        // plain backend (no autodiff graph at all; `detach` after a tracked forward would leave
+        // the encoder's graph nodes behind, which made long runs slow down step after step).
+        // Only a run that trains the encoder itself (small configs, `--full`) tracks it.
+        let image_embedding = if sam.image_encoder.patch_embed.proj.weight.is_require_grad() {
+            sam.image_encoder.forward(sam_pixels)
+        } else if sam_pixels.is_autodiff() {
+            sam.image_encoder
+                .valid()
+                .forward(sam_pixels.inner())
+                .autodiff()
+        } else {
+            sam.image_encoder.forward(sam_pixels)
+        };
         let (sparse, dense) = sam
             .prompt_encoder
             .forward(SamPrompts::text(embeddings.clone()));

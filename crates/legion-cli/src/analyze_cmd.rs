@@ -1,0 +1,307 @@
+//! `legion analyze`, `legion infer` and `legion detect`: run a model on images.
+//!
+//! ```text
+//! legion analyze IMAGE_OR_DIR... --checkpoint runs/tiny/final --out analysis/ [--html report.html]
+//! legion infer --data data/synthscars-tiny --checkpoint runs/tiny/final --out pred/
+//! legion eval --gt data/synthscars-tiny --masks pred/masks --explanations pred/explanations.jsonl
+//! legion detect IMAGE_OR_DIR... --detector det/ [--label 0|1] [--out scores.csv]
+//! ```
+//! The work is in `legion_infer`; this module parses flags and prints.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use legion_backend::DeviceSpec;
+use legion_infer::Analyzer;
+use legion_infer::analyze::{file_stem, write_analysis};
+use legion_infer::detect::Detector;
+use legion_infer::html::{ReportEntry, analysis_report, write_html};
+use legion_infer::infer::{InferOptions, dataset_images, run_infer};
+use legion_infer::input::{expand_inputs, prepare_all};
+
+use crate::progress::Bar;
+
+/// Model flags shared by the inference commands.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Model bundle directory (bundle.json, legion_config.json, model.bpk, tokenizer.json), as
+    /// written by `legion train`.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Device: cpu, wgpu, wgpu:N or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Most generated tokens per answer (LEGION: 512).
+    #[arg(long, default_value_t = 512)]
+    pub max_new_tokens: usize,
+    /// Longest side of the SAM input (default: the bundle's; LEGION infers at 1024).
+    #[arg(long)]
+    pub sam_size: Option<u32>,
+}
+
+impl ModelArgs {
+    /// Loads the bundle with the flags applied.
+    pub fn load(&self) -> anyhow::Result<Analyzer> {
+        let device = self.device.parse::<DeviceSpec>()?.device()?;
+        let mut analyzer = Analyzer::load(&self.checkpoint, device)
+            .with_context(|| format!("loading model {}", self.checkpoint.display()))?;
+        analyzer.generation.max_new_tokens = self.max_new_tokens;
+        if let Some(size) = self.sam_size {
+            if size == 0 || size > analyzer.preprocessor.sam.pad_size {
+                bail!(
+                    "--sam-size {size} must be in 1..={} (the SAM canvas of this model)",
+                    analyzer.preprocessor.sam.pad_size
+                );
+            }
+            analyzer.preprocessor.sam.longest_side = size;
+        }
+        Ok(analyzer)
+    }
+}
+
+/// Arguments of `legion analyze`.
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// Images, or folders of images (.jpg, .jpeg, .png, .webp).
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Output folder: <stem>.json (record with RLE masks and polygons) and <stem>.overlay.png.
+    #[arg(long, default_value = "analysis")]
+    pub out: PathBuf,
+    /// Also write a self-contained HTML report (images inlined) to this file.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// Images per model call.
+    #[arg(long, default_value_t = 1)]
+    pub batch_size: usize,
+    /// Print the records as JSON lines instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `legion analyze`.
+pub fn run_analyze(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
+    let paths = expand_inputs(&args.images)?;
+    if paths.is_empty() {
+        bail!("no image found in the given paths");
+    }
+    let analyzer = args.model.load()?;
+    let bar = Bar::default();
+    use legion_data::Progress;
+    bar.start("analyze", paths.len() as u64);
+    let mut entries = Vec::new();
+    let mut failed = 0usize;
+    for chunk in paths.chunks(args.batch_size.max(1)) {
+        let prepared = prepare_all(chunk, &analyzer.preprocessor);
+        let mut ok = Vec::new();
+        for (path, p) in chunk.iter().zip(prepared) {
+            match p {
+                Ok(p) => ok.push(p),
+                Err(e) => {
+                    eprintln!("error: {}: {e}", path.display());
+                    failed += 1;
+                }
+            }
+        }
+        let records = analyzer.analyze_batch(&ok.iter().collect::<Vec<_>>())?;
+        for (image, record) in ok.into_iter().zip(records) {
+            let (files, overlay) =
+                write_analysis(&args.out, &file_stem(&image.path), &record, &image.rgb)?;
+            bar.advance(1);
+            if args.json {
+                println!("{}", serde_json::to_string(&record)?);
+            } else {
+                println!("{}", image.path.display());
+                println!("  explanation: {}", record.explanation);
+                if record.artifacts.is_empty() {
+                    println!("  no artifact found");
+                }
+                for a in &record.artifacts {
+                    println!(
+                        "  {}. {} [category: {}] area {} px, score {:.3}: {}",
+                        a.index,
+                        a.label(),
+                        a.category.as_deref().unwrap_or("n/a"),
+                        a.area,
+                        a.score,
+                        a.explanation.as_deref().unwrap_or("")
+                    );
+                }
+                println!(
+                    "  wrote {} and {}",
+                    files.json.display(),
+                    files.overlay.display()
+                );
+            }
+            entries.push(ReportEntry {
+                record,
+                image: image.rgb,
+                overlay,
+            });
+        }
+    }
+    bar.finish();
+    if let Some(html) = &args.html {
+        let title = format!("LEGION analysis ({} images)", entries.len());
+        write_html(html, &analysis_report(&title, &entries)?)?;
+        if !args.json {
+            println!("report: {}", html.display());
+        }
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Arguments of `legion infer`.
+#[derive(Debug, Args)]
+pub struct InferArgs {
+    /// A SynthScars-layout dataset (its `<split>/images`), or a folder of images.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Split of a SynthScars-layout dataset.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Output folder: masks/<stem>.png, explanations.jsonl, records/<stem>.json.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Images per model call.
+    #[arg(long, default_value_t = 4)]
+    pub batch_size: usize,
+    /// Start over instead of skipping images already done in --out.
+    #[arg(long)]
+    pub no_resume: bool,
+}
+
+/// Runs `legion infer`.
+pub fn run_infer_cmd(args: InferArgs) -> anyhow::Result<ExitCode> {
+    let images = dataset_images(&args.data, &args.split)?;
+    let analyzer = args.model.load()?;
+    let options = InferOptions {
+        batch_size: args.batch_size,
+        resume: !args.no_resume,
+    };
+    let summary = run_infer(&analyzer, &images, &args.out, &options, &Bar::default())?;
+    println!(
+        "{} images: {} analysed, {} already done, {} failed -> {}",
+        summary.total,
+        summary.analysed,
+        summary.skipped,
+        summary.failed.len(),
+        args.out.display()
+    );
+    for (path, reason) in &summary.failed {
+        eprintln!("failed: {}: {reason}", path.display());
+    }
+    println!(
+        "score with: legion eval --gt {} --split {} --masks {} --explanations {}",
+        args.data.display(),
+        args.split,
+        args.out.join("masks").display(),
+        args.out.join("explanations.jsonl").display()
+    );
+    Ok(if summary.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Arguments of `legion detect`.
+#[derive(Debug, Args)]
+pub struct DetectArgs {
+    /// Images, or folders of images.
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// Detector directory (detector.json + model.bpk, from `legion train` with task = "detect").
+    #[arg(long, conflicts_with = "glamm")]
+    pub detector: Option<PathBuf>,
+    /// A reference `LegionForCls` safetensors file (CLIP ViT-L/14-336 + head).
+    #[arg(long)]
+    pub glamm: Option<PathBuf>,
+    /// Device: cpu, wgpu, wgpu:N or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Images per model call.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Ground-truth label of every image (1 real, 0 fake), written as a column so
+    /// `legion eval --scores` can score the file.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub label: Option<u8>,
+    /// Write the scores to this .csv or .jsonl file (else print CSV).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Runs `legion detect`.
+pub fn run_detect(args: DetectArgs) -> anyhow::Result<ExitCode> {
+    let device = args.device.parse::<DeviceSpec>()?.device()?;
+    let detector = match (&args.detector, &args.glamm) {
+        (Some(dir), _) => Detector::load(dir, device)
+            .with_context(|| format!("loading detector {}", dir.display()))?,
+        (None, Some(file)) => Detector::from_glamm(file, device)
+            .with_context(|| format!("loading {}", file.display()))?,
+        (None, None) => bail!("give --detector DIR or --glamm FILE"),
+    };
+    let paths = expand_inputs(&args.images)?;
+    let results = detector.score_files(&paths, args.batch_size, &Bar::default());
+    let jsonl = args
+        .out
+        .as_ref()
+        .is_some_and(|p| p.extension().is_some_and(|e| e == "jsonl"));
+    let mut text = String::new();
+    if !jsonl {
+        text.push_str(if args.label.is_some() {
+            "image,label,score,prediction\n"
+        } else {
+            "image,score,prediction\n"
+        });
+    }
+    let mut failed = 0;
+    for (path, result) in paths.iter().zip(results) {
+        match result {
+            Ok(s) => {
+                if jsonl {
+                    let mut v = serde_json::to_value(&s)?;
+                    if let Some(label) = args.label {
+                        v["label"] = label.into();
+                    }
+                    text.push_str(&format!("{v}\n"));
+                } else {
+                    let label = args.label.map(|l| format!("{l},")).unwrap_or_default();
+                    let image = if s.image.contains([',', '"']) {
+                        format!("\"{}\"", s.image.replace('"', "\"\""))
+                    } else {
+                        s.image.clone()
+                    };
+                    text.push_str(&format!("{image},{label}{:.6},{}\n", s.score, s.prediction));
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {}: {e}", path.display());
+                failed += 1;
+            }
+        }
+    }
+    match &args.out {
+        Some(out) => {
+            std::fs::write(out, &text).with_context(|| format!("writing {}", out.display()))?;
+            println!("wrote {} scores to {}", paths.len() - failed, out.display());
+        }
+        None => print!("{text}"),
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

@@ -1,0 +1,293 @@
+//! End-to-end runs of `legion analyze`, `infer` (scored by `legion eval`), `detect` and
+//! `refine` on tiny bundles made in code (`legion_infer::testing`: a scripted LLM that always
+//! names one artifact, random CLIP/SAM) and the shipped tiny data. The analysis report is
+//! opened in a real headless Chromium, which must decode every inlined image.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use base64::Engine;
+use legion_infer::AnalysisRecord;
+use legion_infer::testing::{SCRIPTED_EXPLANATION, SCRIPTED_PHRASE, scripted_bundle};
+
+fn legion() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_legion"))
+}
+
+fn tiny_data() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/synthscars-tiny")
+}
+
+fn test_image(k: usize) -> PathBuf {
+    tiny_data().join(format!("test/images/test_{k:05}.png"))
+}
+
+fn bundle(dir: &Path) -> PathBuf {
+    let device = burn::tensor::Device::flex();
+    let target = dir.join("model");
+    scripted_bundle(&device, 7).unwrap().save(&target).unwrap();
+    target
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{cmd:?}\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn analyze_writes_json_overlays_and_a_report_that_renders_in_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = bundle(dir.path());
+    let out = dir.path().join("analysis");
+    let html = out.join("report.html");
+    let stdout = run_ok(
+        legion()
+            .arg("analyze")
+            .arg(test_image(0))
+            .arg(test_image(1))
+            .arg("--checkpoint")
+            .arg(&model)
+            .arg("--out")
+            .arg(&out)
+            .arg("--html")
+            .arg(&html)
+            .args(["--batch-size", "2", "--max-new-tokens", "32"]),
+    );
+    assert!(
+        stdout.contains(&format!("1. {SCRIPTED_PHRASE}")),
+        "{stdout}"
+    );
+    assert!(stdout.contains(SCRIPTED_EXPLANATION), "{stdout}");
+    for k in 0..2 {
+        let stem = format!("test_{k:05}");
+        let record: AnalysisRecord = serde_json::from_str(
+            &std::fs::read_to_string(out.join(format!("{stem}.json"))).unwrap(),
+        )
+        .unwrap();
+        let image = image::open(test_image(k)).unwrap();
+        assert_eq!(
+            (record.width, record.height),
+            (image.width() as usize, image.height() as usize)
+        );
+        assert_eq!(record.artifacts.len(), 1);
+        let artifact = &record.artifacts[0];
+        let mask = artifact.mask();
+        assert_eq!((mask.height(), mask.width()), (record.height, record.width));
+        assert_eq!(mask.area() as u64, artifact.area);
+        assert!(artifact.area > 0);
+        let overlay = image::open(out.join(format!("{stem}.overlay.png"))).unwrap();
+        assert!(overlay.height() > image.height());
+    }
+    check_report_in_browser(&html, 4);
+}
+
+/// Loads `html` in headless Chromium with a probe script that writes every `<img>`'s
+/// `naturalWidth` into the DOM, and checks that `expected` images decoded to the widths of
+/// the PNGs inlined in the file.
+fn check_report_in_browser(html: &Path, expected: usize) {
+    let candidates = [
+        "chromium",
+        "chromium-browser",
+        "google-chrome",
+        "google-chrome-stable",
+    ];
+    let browser = std::env::var("LEGION_CHROMIUM").ok().or_else(|| {
+        candidates
+            .iter()
+            .find(|c| {
+                Command::new(c)
+                    .arg("--version")
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            })
+            .map(|c| c.to_string())
+    });
+    let Some(browser) = browser else {
+        panic!(
+            "no headless browser found (tried {candidates:?} and $LEGION_CHROMIUM). This test \
+             checks the HTML report in a real browser and does not skip: install Chromium \
+             (Debian: `apt-get install -y --no-install-recommends chromium`; .ci/run does this) \
+             or point LEGION_CHROMIUM at a Chrome/Chromium binary."
+        )
+    };
+    let text = std::fs::read_to_string(html).unwrap();
+    // The widths the browser must report: decode the inlined PNGs here.
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let widths: Vec<u32> = text
+        .split("src=\"data:image/png;base64,")
+        .skip(1)
+        .map(|rest| {
+            let data = &rest[..rest.find('"').unwrap()];
+            image::load_from_memory(&b64.decode(data).unwrap())
+                .unwrap()
+                .width()
+        })
+        .collect();
+    assert_eq!(widths.len(), expected);
+    let probe = "<script>window.addEventListener('load', () => { const p = document.createElement('pre'); \
+                 p.id = 'probe'; p.textContent = JSON.stringify([...document.images].map(i => i.complete ? i.naturalWidth : -1)); \
+                 document.body.appendChild(p); });</script>";
+    let probed = html.with_file_name("probed.html");
+    std::fs::write(&probed, text.replace("</body>", &format!("{probe}</body>"))).unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(&browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--virtual-time-budget=10000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(format!(
+            "file://{}",
+            probed.canonicalize().unwrap().display()
+        ))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let start = dom.find("<pre id=\"probe\">").unwrap_or_else(|| {
+        panic!(
+            "{browser} did not run the probe:\n{dom}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }) + "<pre id=\"probe\">".len();
+    let end = start + dom[start..].find("</pre>").unwrap();
+    let rendered: Vec<i64> = serde_json::from_str(&dom[start..end]).unwrap();
+    let expected_widths: Vec<i64> = widths.iter().map(|&w| i64::from(w)).collect();
+    assert_eq!(
+        rendered, expected_widths,
+        "naturalWidth of every <img> in {browser}"
+    );
+}
+
+#[test]
+fn infer_output_is_scored_by_legion_eval() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = bundle(dir.path());
+    let pred = dir.path().join("pred");
+    let stdout = run_ok(
+        legion()
+            .arg("infer")
+            .arg("--data")
+            .arg(tiny_data())
+            .arg("--checkpoint")
+            .arg(&model)
+            .arg("--out")
+            .arg(&pred)
+            .args(["--batch-size", "8", "--max-new-tokens", "32"]),
+    );
+    assert!(
+        stdout.contains("40 images: 40 analysed, 0 already done, 0 failed"),
+        "{stdout}"
+    );
+    // A second run resumes and has nothing left to do.
+    let again = run_ok(
+        legion()
+            .arg("infer")
+            .arg("--data")
+            .arg(tiny_data())
+            .arg("--checkpoint")
+            .arg(&model)
+            .arg("--out")
+            .arg(&pred),
+    );
+    assert!(again.contains("0 analysed, 40 already done"), "{again}");
+    let report = dir.path().join("report.json");
+    run_ok(
+        legion()
+            .args(["eval", "--gt"])
+            .arg(tiny_data())
+            .arg("--masks")
+            .arg(pred.join("masks"))
+            .arg("--explanations")
+            .arg(pred.join("explanations.jsonl"))
+            .arg("--out")
+            .arg(&report),
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let overall = &report["localization"]["overall"];
+    assert_eq!(overall["images"], 40);
+    assert_eq!(overall["missing_predictions"], 0);
+    let miou = overall["miou_per_image"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&miou), "{miou}");
+    assert!(report["explanation"].is_object(), "{report}");
+}
+
+#[test]
+fn detect_writes_scores_that_legion_eval_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = burn::tensor::Device::flex();
+    let det = dir.path().join("det");
+    legion_infer::testing::tiny_detector(&device, 3)
+        .unwrap()
+        .save(&det)
+        .unwrap();
+    let scores = dir.path().join("scores.csv");
+    run_ok(
+        legion()
+            .arg("detect")
+            .arg(tiny_data().join("test/images"))
+            .arg("--detector")
+            .arg(&det)
+            .args(["--label", "0", "--out"])
+            .arg(&scores),
+    );
+    let text = std::fs::read_to_string(&scores).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "image,label,score,prediction");
+    assert_eq!(lines.len(), 41);
+    for line in &lines[1..] {
+        let score: f64 = line.split(',').nth(2).unwrap().parse().unwrap();
+        assert!((0.0..=1.0).contains(&score), "{line}");
+    }
+    let report = dir.path().join("det.json");
+    run_ok(
+        legion()
+            .args(["eval", "--gt"])
+            .arg(tiny_data())
+            .arg("--scores")
+            .arg(&scores)
+            .arg("--out")
+            .arg(&report),
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert!(report["detection"].is_object(), "{report}");
+}
+
+#[test]
+fn refine_records_every_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = bundle(dir.path());
+    let out = dir.path().join("refine");
+    let stdout = run_ok(
+        legion()
+            .arg("refine")
+            .arg(test_image(0))
+            .arg("--checkpoint")
+            .arg(&model)
+            .arg("--out")
+            .arg(&out)
+            .args(["--rounds", "2", "--dilate", "1", "--max-new-tokens", "32"])
+            .args(["--scorer-cmd", "echo 0.5"]),
+    );
+    assert!(stdout.contains("stopped:"), "{stdout}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let rounds = summary["rounds"].as_array().unwrap();
+    assert!(!rounds.is_empty());
+    assert_eq!(rounds[0]["phrases"][0], SCRIPTED_PHRASE);
+    assert_eq!(rounds[0]["external_score"], 0.5);
+    for file in ["strip.png", "report.html", "final.png", "rounds.jsonl"] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+}
