@@ -492,15 +492,8 @@ pub fn train(
                 state.step + 1,
                 terms.total
             ));
-            if state.bad_steps_in_a_row >= config.run.max_bad_steps {
-                return Err(TrainError::Diverged {
-                    step: state.step + 1,
-                    count: state.bad_steps_in_a_row,
-                    detail: format!("loss {}, gradient norm {grad_norm}", terms.total),
-                    last_checkpoint,
-                });
-            }
         }
+        let diverged = state.bad_steps_in_a_row >= config.run.max_bad_steps;
         state.step += 1;
         let seconds = started.elapsed().as_secs_f64();
         state.elapsed_seconds += seconds;
@@ -522,6 +515,15 @@ pub fn train(
             &serde_json::json!({"train": &record}),
         )?;
         observer.on_step(&record);
+        if diverged {
+            // No checkpoint of this state: the last one written stays the newest.
+            return Err(TrainError::Diverged {
+                step: state.step,
+                count: state.bad_steps_in_a_row,
+                detail: format!("loss {}, gradient norm {grad_norm}", terms.total),
+                last_checkpoint,
+            });
+        }
 
         if config.run.validate_every > 0 && state.step % config.run.validate_every == 0 {
             let val = validation_loss(
