@@ -26,7 +26,7 @@ use crate::progress::Bar;
 /// Model flags shared by the inference commands.
 #[derive(Debug, Args)]
 pub struct ModelArgs {
-    /// Model bundle directory (bundle.json, legion_config.json, model.bpk, tokenizer.json), as
+    /// Model bundle directory (bundle.json, config.json, model.bpk, tokenizer.json), as
     /// written by `legion train`.
     #[arg(long)]
     pub checkpoint: PathBuf,

@@ -1,7 +1,7 @@
 //! `legion convert` and `legion export`: checkpoints in and out.
 //!
 //! ```text
-//! legion convert CHECKPOINT --out DIR [--preset legion-7b | --config legion_config.json]
+//! legion convert CHECKPOINT --out DIR [--preset legion-7b | --config config.json]
 //!                [--clip CLIP.safetensors] [--adapter PEFT_DIR] [--tokenizer FILE|DIR]
 //!                [--dtype f32|bf16|f16] [--allow-missing RE]... [--allow-unexpected RE]... [--force]
 //! legion export MODEL_DIR --out FILE.safetensors [--no-clip] [--dtype f32|bf16|f16] [--force]

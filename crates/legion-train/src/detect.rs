@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -250,12 +250,7 @@ pub fn train_detector(
     if !config.trainable.full {
         model.vision_tower = model.vision_tower.no_grad();
     }
-    let mut optim = AdamWConfig::new()
-        .with_beta_1(config.optim.beta1 as f32)
-        .with_beta_2(config.optim.beta2 as f32)
-        .with_epsilon(config.optim.eps as f32)
-        .with_weight_decay(config.optim.weight_decay as f32)
-        .init();
+    let mut optim = crate::trainer::optimizer(config);
     let checkpoints = out_dir.join("checkpoints");
     let mut state = TrainerState {
         config_toml: config_toml.clone(),

@@ -237,7 +237,8 @@ fn build_model(
     configure_trainable(model, &config.trainable)
 }
 
-fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
+/// AdamW with the run's betas, epsilon and weight decay.
+pub(crate) fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
     AdamWConfig::new()
         .with_beta_1(config.optim.beta1 as f32)
         .with_beta_2(config.optim.beta2 as f32)
