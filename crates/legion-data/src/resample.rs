@@ -275,9 +275,39 @@ fn split_row(row: &[u8], x0: usize, out: [&mut [u8]; 3]) {
 }
 
 /// One plane row of the vertical pass: `taps.len()` consecutive rows of `rows`, `stride`
-/// bytes apart, of which the first `out.len()` bytes are used; accumulated tap by tap over
-/// whole rows so the inner loop vectorises.
+/// bytes apart, of which the first `out.len()` bytes are used.
 fn vertical_row(rows: &[u8], stride: usize, taps: &[i32], acc: &mut [i32], out: &mut [u8]) {
+    match taps.len() {
+        1 => vertical_row_n::<1>(rows, stride, taps, out),
+        2 => vertical_row_n::<2>(rows, stride, taps, out),
+        3 => vertical_row_n::<3>(rows, stride, taps, out),
+        4 => vertical_row_n::<4>(rows, stride, taps, out),
+        5 => vertical_row_n::<5>(rows, stride, taps, out),
+        6 => vertical_row_n::<6>(rows, stride, taps, out),
+        7 => vertical_row_n::<7>(rows, stride, taps, out),
+        _ => vertical_row_any(rows, stride, taps, acc, out),
+    }
+}
+
+/// [`vertical_row`] for `N` taps: one pass over the columns with the taps unrolled, which
+/// the compiler vectorises across columns.
+fn vertical_row_n<const N: usize>(rows: &[u8], stride: usize, taps: &[i32], out: &mut [u8]) {
+    let len = out.len();
+    let rows: [&[u8]; N] = std::array::from_fn(|i| &rows[i * stride..i * stride + len]);
+    let taps: [i32; N] = std::array::from_fn(|i| taps[i]);
+    for (x, o) in out.iter_mut().enumerate() {
+        // i32 as in Pillow; wrapping ops only so that overflow checks do not block
+        // vectorisation (the sum cannot overflow).
+        let mut acc = HALF;
+        for i in 0..N {
+            acc = acc.wrapping_add(i32::from(rows[i][x]).wrapping_mul(taps[i]));
+        }
+        *o = clip8(acc);
+    }
+}
+
+/// [`vertical_row`] for any number of taps: accumulated tap by tap over whole rows.
+fn vertical_row_any(rows: &[u8], stride: usize, taps: &[i32], acc: &mut [i32], out: &mut [u8]) {
     acc.fill(HALF);
     for (i, &k) in taps.iter().enumerate() {
         if k == 0 {
