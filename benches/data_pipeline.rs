@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use legion_data::{OpenOptions, SampleConfig, SynthScarsSplit};
+use rayon::prelude::*;
 
 fn dataset_root() -> (PathBuf, Option<tempfile::TempDir>) {
     if let Ok(root) = std::env::var("LEGION_BENCH_DATA") {
@@ -45,6 +46,19 @@ fn pipeline(c: &mut Criterion) {
             let samples = split.load_many(&indices, &config);
             assert!(samples.iter().all(|s| s.is_ok()));
             samples
+        })
+    });
+    // The same parallel work, each sample dropped as soon as it is made, as the Python pool
+    // workers of `scripts/bench_data_pipeline.py` do (they return only shapes). `load_many`
+    // above keeps all samples (~13 MB each with the 1024 SAM canvas), so it also measures
+    // fresh-memory page faults.
+    group.bench_function("load_rasterise_preprocess_parallel_discard", |b| {
+        b.iter(|| {
+            indices
+                .par_iter()
+                .map(|&i| split.load(i, &config).map(|s| s.sam.resized_hw))
+                .filter(Result::is_ok)
+                .count()
         })
     });
     group.bench_function("load_rasterise_preprocess_sequential", |b| {

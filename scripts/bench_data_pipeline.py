@@ -7,11 +7,15 @@ CLIP preprocessing (transformers CLIPImageProcessor, 336) and SAM preprocessing
 (segment-anything ResizeLongestSide(1024) + normalise + pad). The Rust side is the criterion
 bench `benches/data_pipeline.rs` on the same folder.
 
-    /path/to/venv/bin/python scripts/bench_data_pipeline.py [--count 32] [--size 512]
+    /path/to/venv/bin/python scripts/bench_data_pipeline.py [--count 32] [--size 512] [--profile dev]
 
 Needs: numpy, pillow, opencv-python-headless, pycocotools, transformers, torch, torchvision,
 segment-anything. Prints images/s for both and the ratios (sequential vs sequential, and
-2 processes vs rayon on all cores).
+a process per core vs rayon on all cores). "Sequential" Rust loads one image after the other,
+but each image's resampling runs its rows in parallel (rayon), so on 2 cores it is not a
+one-core number; the parallel ratios compare all cores with all cores: `parallel` keeps every
+sample (`load_many`, what the batcher does), `parallel_discard` drops each one as soon as it is
+made, like the Python pool workers, which return only shapes.
 """
 import argparse
 import json
@@ -73,11 +77,15 @@ def main():
     ap.add_argument("--count", type=int, default=32)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--profile", choices=["release", "dev"], default="release",
+                    help="build profile of the Rust side (dev: dependencies, legion-data and legion-eval "
+                         "at opt-level 3, debug assertions on; saves a release build of burn)")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
     data = ROOT / "target" / "bench-data"
-    subprocess.run(["cargo", "run", "--release", "-q", "-p", "legion-cli", "--", "data", "synth", "--out", str(data),
+    profile = ["--profile", args.profile]
+    subprocess.run(["cargo", "run", *profile, "-q", "-p", "legion-cli", "--", "data", "synth", "--out", str(data),
                     "--seed", "7", "--train", str(args.count), "--test", "0", "--image-size", str(args.size),
                     "--force"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     records = json.loads((data / "train/annotations/train.json").read_text())
@@ -100,7 +108,8 @@ def main():
         par = best(lambda: pool.map(load, items))
 
     env = dict(os.environ, LEGION_BENCH_DATA=str(data))
-    subprocess.run(["cargo", "bench", "-q", "-p", "legion-bench", "--bench", "data_pipeline", "--", "--noplot"],
+    subprocess.run(["cargo", "bench", *profile, "-q", "-p", "legion-bench", "--bench", "data_pipeline", "--",
+                    "--noplot"],
                    cwd=ROOT, env=env, check=True, stdout=sys.stderr)
     crit = ROOT / "target" / "criterion" / "data_pipeline"
     def rust_seconds(name):
@@ -108,12 +117,15 @@ def main():
         return est["mean"]["point_estimate"] / 1e9
     rust_seq = rust_seconds("load_rasterise_preprocess_sequential")
     rust_par = rust_seconds("load_rasterise_preprocess_parallel")
+    rust_par_discard = rust_seconds("load_rasterise_preprocess_parallel_discard")
     n = len(items)
     print(json.dumps({
-        "images": n, "size": args.size, "cores": os.cpu_count(),
+        "images": n, "size": args.size, "cores": os.cpu_count(), "profile": args.profile,
         "python_sequential_img_per_s": n / seq, "python_pool_img_per_s": n / par,
         "rust_sequential_img_per_s": n / rust_seq, "rust_parallel_img_per_s": n / rust_par,
+        "rust_parallel_discard_img_per_s": n / rust_par_discard,
         "ratio_sequential": seq / rust_seq, "ratio_parallel": par / rust_par,
+        "ratio_parallel_discard": par / rust_par_discard,
     }, indent=2))
 
 

@@ -27,7 +27,9 @@ use burn::config::Config;
 use burn::tensor::{Device, Tensor, TensorData};
 use image::RgbImage;
 
-use crate::resample::{Filter, resize_rgb8};
+use rayon::prelude::*;
+
+use crate::resample::{Filter, Region, resize_rgb8_into};
 
 /// Preprocessing errors: an image or configuration the processors cannot handle.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -157,7 +159,6 @@ pub fn clip_preprocess(
         return Err(PreprocessError::ZeroSize { field: "crop_size" });
     }
     let (rh, rw) = cfg.resize_shape(height, width);
-    let resized = resize_rgb8(image, rw, rh, cfg.filter);
 
     let crop = cfg.crop_size as usize;
     let (src_y0, dst_y0, ny) = crop_axis(rh as usize, crop);
@@ -171,24 +172,55 @@ pub fn clip_preprocess(
 
     let plane = crop * crop;
     let mut pixels = vec![0f32; 3 * plane];
-    for c in 0..3 {
-        pixels[c * plane..(c + 1) * plane].fill(normalise(0, c));
-    }
-    let raw = resized.as_raw();
-    let rw = rw as usize;
-    for y in 0..ny {
-        let src_row = &raw[((src_y0 + y) * rw + src_x0) * 3..((src_y0 + y) * rw + src_x0 + nx) * 3];
-        for (x, px) in src_row.chunks_exact(3).enumerate() {
-            let o = (dst_y0 + y) * crop + dst_x0 + x;
-            for c in 0..3 {
-                pixels[c * plane + o] = normalise(px[c], c);
-            }
+    if ny < crop || nx < crop {
+        // The image does not cover the crop: the canvas is the normalised zero.
+        for c in 0..3 {
+            pixels[c * plane..(c + 1) * plane].fill(normalise(0, c));
         }
     }
+    // Only the cropped part of the resize is computed, written straight into the planes.
+    let region = Region {
+        x0: src_x0,
+        y0: src_y0,
+        width: nx,
+        height: ny,
+    };
+    let rows = dst_y0 * crop..(dst_y0 + ny) * crop;
+    resize_rgb8_into(
+        image,
+        rw,
+        rh,
+        cfg.filter,
+        region,
+        plane_rows(&mut pixels, plane, rows, crop),
+        |((r, g), b), planes| {
+            for (c, (dst, src)) in [r, g, b].into_iter().zip(planes).enumerate() {
+                for (d, &v) in dst[dst_x0..].iter_mut().zip(src) {
+                    *d = normalise(v, c);
+                }
+            }
+        },
+    );
     Ok(ClipInput {
         pixels,
         shape: [3, crop, crop],
     })
+}
+
+/// Parallel rows `(r, g, b)` of a CHW buffer of 3 planes of `plane` values: the slices
+/// `rows` (a range of whole rows of `row_len`) of each plane.
+fn plane_rows(
+    pixels: &mut [f32],
+    plane: usize,
+    rows: std::ops::Range<usize>,
+    row_len: usize,
+) -> impl IndexedParallelIterator<Item = ((&mut [f32], &mut [f32]), &mut [f32])> {
+    let (r, rest) = pixels.split_at_mut(plane);
+    let (g, b) = rest.split_at_mut(plane);
+    let [r, g, b] = [r, g, b].map(|p| &mut p[rows.clone()]);
+    r.par_chunks_mut(row_len)
+        .zip(g.par_chunks_mut(row_len))
+        .zip(b.par_chunks_mut(row_len))
 }
 
 /// One axis of `transformers`' `center_crop`: `(source start, destination start, length)`.
@@ -309,20 +341,36 @@ pub fn sam_preprocess(
         // An extreme aspect ratio can round the short side to 0 (PIL would refuse the resize).
         return Err(PreprocessError::EmptyImage { width, height });
     }
-    let resized = resize_rgb8(image, rw, rh, cfg.filter);
-
     let pad = cfg.pad_size as usize;
     let plane = pad * pad;
     let mean = cfg.mean.map(|m| m as f32);
     let std = cfg.std.map(|s| s as f32);
+    // Resize, normalise and pad in one pass: resized rows go straight into the top-left block
+    // of the zero canvas.
     let mut pixels = vec![0f32; 3 * plane];
-    for (y, row) in resized.as_raw().chunks_exact(rw as usize * 3).enumerate() {
-        for (x, px) in row.chunks_exact(3).enumerate() {
-            for c in 0..3 {
-                pixels[c * plane + y * pad + x] = (f32::from(px[c]) - mean[c]) / std[c];
+    let (h, w) = (rh as usize, rw as usize);
+    let region = Region {
+        x0: 0,
+        y0: 0,
+        width: w,
+        height: h,
+    };
+    resize_rgb8_into(
+        image,
+        rw,
+        rh,
+        cfg.filter,
+        region,
+        plane_rows(&mut pixels, plane, 0..h * pad, pad),
+        |((r, g), b), planes| {
+            for (c, (dst, src)) in [r, g, b].into_iter().zip(planes).enumerate() {
+                // Contiguous rows: converts, subtracts and divides 4+ values at a time.
+                for (d, &v) in dst.iter_mut().zip(src) {
+                    *d = (f32::from(v) - mean[c]) / std[c];
+                }
             }
-        }
-    }
+        },
+    );
     Ok(SamInput {
         pixels,
         shape: [3, pad, pad],

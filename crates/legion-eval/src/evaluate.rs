@@ -22,8 +22,12 @@ use crate::css::SentenceEncoder;
 use crate::error::EvalError;
 use crate::ground_truth::{GroundTruth, GtMaskSource};
 use crate::metrics::localization::{ImagePixelScores, LocalizationSummary, PixelCounts};
-use crate::metrics::trufor::{TruforConfig, TruforImage, trufor_f1};
-use crate::predictions::{Explanations, MapKind, MaskFolder, image_stem, read_prediction_png};
+use crate::metrics::trufor::{
+    TruforConfig, TruforImage, trufor_f1, trufor_f1_from_level_counts, trufor_f1_levels,
+};
+use crate::predictions::{
+    Explanations, MapKind, MaskFolder, PredictionMap, image_stem, read_prediction_png,
+};
 use crate::rouge::{clean_analysis_text, rouge_l};
 use legion_data::progress::Progress;
 
@@ -172,7 +176,7 @@ pub fn load_image_masks(
         Some(path) => Some(
             read_prediction_png(path)?
                 .resized(height, width)
-                .binarize(threshold),
+                .into_binary(threshold),
         ),
         None => None,
     };
@@ -188,23 +192,28 @@ fn score_image(
 ) -> Result<ImageLocalization, EvalError> {
     let (height, width) = gt.image_size(record)?;
     let gt_mask = gt.mask(record, height, width)?;
-    let (kind, prediction, scores) = match predictions.get(image_stem(&record.img_file_name)) {
+    let gt_slice = gt_mask.as_slice();
+    let (kind, map) = match predictions.get(image_stem(&record.img_file_name)) {
         Some(path) => {
             let map = read_prediction_png(path)?.resized(height, width);
-            let scores = config.trufor.map(|_| map.scores());
-            (Some(map.kind()), map.binarize(config.threshold), scores)
+            (Some(map.kind()), map)
         }
         None => (
             None,
-            vec![0u8; height * width],
-            config.trufor.map(|_| vec![0.0; height * width]),
+            PredictionMap::Binary {
+                height,
+                width,
+                data: vec![0u8; height * width],
+            },
         ),
     };
-    let counts = PixelCounts::from_masks(&prediction, gt_mask.as_slice());
-    let trufor = match (&config.trufor, &scores) {
-        (Some(tf), Some(s)) => trufor_f1(s, gt_mask.as_slice(), height, width, tf),
-        _ => None,
+    let counts = match &map {
+        PredictionMap::Binary { data, .. } => PixelCounts::from_masks(data, gt_slice),
+        other => PixelCounts::from_masks(&other.binarize(config.threshold), gt_slice),
     };
+    let trufor = config
+        .trufor
+        .and_then(|tf| map_trufor_f1(&map, &counts, gt_slice, height, width, &tf));
     let (content_type, categories) = image_labels(labels, record)?;
     Ok(ImageLocalization {
         image: record.img_file_name.clone(),
@@ -218,6 +227,34 @@ fn score_image(
         content_type,
         categories,
     })
+}
+
+/// The TruFor-style F1 of a prediction map whose confusion counts are `counts`: binary maps
+/// from the counts, PNG score levels by counting levels, resized score maps by sorting (the
+/// same numbers, see [`trufor_f1_levels`]).
+fn map_trufor_f1(
+    map: &PredictionMap,
+    counts: &PixelCounts,
+    gt: &[u8],
+    height: usize,
+    width: usize,
+    config: &TruforConfig,
+) -> Option<TruforImage> {
+    match map {
+        PredictionMap::Binary { .. } if config.boundary_band == 0 => {
+            let levels = [[counts.tn, counts.fn_], [counts.fp, counts.tp]];
+            (counts.gt_area() > 0)
+                .then(|| trufor_f1_from_level_counts(&[0.0, 1.0], &levels, config))
+        }
+        PredictionMap::Binary { data, .. } => {
+            trufor_f1_levels(data, &[0.0, 1.0], gt, height, width, config)
+        }
+        PredictionMap::Levels { data, .. } => {
+            let values = map.level_values().unwrap_or_default();
+            trufor_f1_levels(data, &values, gt, height, width, config)
+        }
+        PredictionMap::Scores { data, .. } => trufor_f1(data, gt, height, width, config),
+    }
 }
 
 fn summarize_localization(images: &[&ImageLocalization]) -> Option<LocalizationSummary> {

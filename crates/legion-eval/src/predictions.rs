@@ -32,7 +32,15 @@ pub enum PredictionMap {
         width: usize,
         data: Vec<u8>,
     },
-    /// Scores in [0, 1] per pixel.
+    /// Scores as stored in the PNG: level `v` is the score `v / max` (`max` = 255 or 65535).
+    /// Kept quantised so the TruFor sweep can count levels instead of sorting pixels.
+    Levels {
+        height: usize,
+        width: usize,
+        data: Vec<u16>,
+        max: u16,
+    },
+    /// Scores in [0, 1] per pixel (a resized score map).
     Scores {
         height: usize,
         width: usize,
@@ -52,9 +60,9 @@ impl PredictionMap {
     /// (height, width).
     pub fn size(&self) -> (usize, usize) {
         match self {
-            Self::Binary { height, width, .. } | Self::Scores { height, width, .. } => {
-                (*height, *width)
-            }
+            Self::Binary { height, width, .. }
+            | Self::Levels { height, width, .. }
+            | Self::Scores { height, width, .. } => (*height, *width),
         }
     }
 
@@ -62,14 +70,15 @@ impl PredictionMap {
     pub fn kind(&self) -> MapKind {
         match self {
             Self::Binary { .. } => MapKind::Binary,
-            Self::Scores { .. } => MapKind::ScoreMap,
+            Self::Levels { .. } | Self::Scores { .. } => MapKind::ScoreMap,
         }
     }
 
-    /// Resizes to `height x width` by the rule of the map's kind (see the module docs).
-    pub fn resized(&self, height: usize, width: usize) -> PredictionMap {
+    /// Resizes to `height x width` by the rule of the map's kind (see the module docs); a map
+    /// already of that size is returned as is.
+    pub fn resized(self, height: usize, width: usize) -> PredictionMap {
         if self.size() == (height, width) {
-            return self.clone();
+            return self;
         }
         match self {
             Self::Binary {
@@ -79,8 +88,21 @@ impl PredictionMap {
             } => Self::Binary {
                 height,
                 width,
-                data: resize_nearest(data, *sh, *sw, height, width),
+                data: resize_nearest(&data, sh, sw, height, width),
             },
+            Self::Levels {
+                height: sh,
+                width: sw,
+                data,
+                max,
+            } => {
+                let scores: Vec<f64> = data.iter().map(|&v| level_score(v, max)).collect();
+                Self::Scores {
+                    height,
+                    width,
+                    data: resize_bilinear(&scores, sh, sw, height, width),
+                }
+            }
             Self::Scores {
                 height: sh,
                 width: sw,
@@ -88,7 +110,7 @@ impl PredictionMap {
             } => Self::Scores {
                 height,
                 width,
-                data: resize_bilinear(data, *sh, *sw, height, width),
+                data: resize_bilinear(&data, sh, sw, height, width),
             },
         }
     }
@@ -97,7 +119,28 @@ impl PredictionMap {
     pub fn binarize(&self, threshold: f64) -> Vec<u8> {
         match self {
             Self::Binary { data, .. } => data.clone(),
+            Self::Levels { data, max, .. } => {
+                let above = level_table(*max, |s| u8::from(s > threshold));
+                data.iter().map(|&v| above[usize::from(v)]).collect()
+            }
             Self::Scores { data, .. } => data.iter().map(|&s| u8::from(s > threshold)).collect(),
+        }
+    }
+
+    /// As [`PredictionMap::binarize`], reusing a binary map's buffer.
+    pub fn into_binary(self, threshold: f64) -> Vec<u8> {
+        match self {
+            Self::Binary { data, .. } => data,
+            other => other.binarize(threshold),
+        }
+    }
+
+    /// The score of each level of a [`PredictionMap::Levels`] map (`v / max` for `v` in
+    /// `0..=max`, strictly ascending); `None` for other kinds.
+    pub fn level_values(&self) -> Option<Vec<f64>> {
+        match self {
+            Self::Levels { max, .. } => Some(level_table(*max, |s| s)),
+            _ => None,
         }
     }
 
@@ -105,9 +148,20 @@ impl PredictionMap {
     pub fn scores(&self) -> Vec<f64> {
         match self {
             Self::Binary { data, .. } => data.iter().map(|&v| f64::from(v)).collect(),
+            Self::Levels { data, max, .. } => data.iter().map(|&v| level_score(v, *max)).collect(),
             Self::Scores { data, .. } => data.clone(),
         }
     }
+}
+
+/// The score of PNG level `v` of a map whose full scale is `max`.
+fn level_score(v: u16, max: u16) -> f64 {
+    f64::from(v) / f64::from(max)
+}
+
+/// `f(score)` for every level `0..=max`.
+fn level_table<T>(max: u16, f: impl Fn(f64) -> T) -> Vec<T> {
+    (0..=max).map(|v| f(level_score(v, max))).collect()
 }
 
 /// Decodes a prediction PNG (see the module docs for the accepted types).
@@ -127,18 +181,8 @@ pub fn read_prediction_png(path: &Path) -> Result<PredictionMap, EvalError> {
         return Err(EvalError::mask_file(path, "the mask is empty (0 pixels)"));
     }
     match image {
-        DynamicImage::ImageLuma8(buffer) => Ok(map_from_levels(
-            height,
-            width,
-            buffer.into_raw().into_iter().map(u32::from).collect(),
-            u32::from(u8::MAX),
-        )),
-        DynamicImage::ImageLuma16(buffer) => Ok(map_from_levels(
-            height,
-            width,
-            buffer.into_raw().into_iter().map(u32::from).collect(),
-            u32::from(u16::MAX),
-        )),
+        DynamicImage::ImageLuma8(buffer) => Ok(map_from_u8(height, width, buffer.into_raw())),
+        DynamicImage::ImageLuma16(buffer) => Ok(map_from_u16(height, width, buffer.into_raw())),
         other => Err(EvalError::mask_file(
             path,
             format!(
@@ -149,22 +193,53 @@ pub fn read_prediction_png(path: &Path) -> Result<PredictionMap, EvalError> {
     }
 }
 
-/// A gray mask of `max`-scaled levels: binary when every value is in {0, 1} or {0, max},
-/// otherwise a score map `v / max`.
-fn map_from_levels(height: usize, width: usize, raw: Vec<u32>, max: u32) -> PredictionMap {
-    if raw.iter().all(|&v| v <= 1) || raw.iter().all(|&v| v == 0 || v == max) {
-        let data = raw.iter().map(|&v| u8::from(v != 0)).collect();
+/// Whether grey levels of full scale `max` form a binary mask: every value in {0, 1}, or
+/// every value in {0, max}.
+fn is_binary<T: Copy + PartialEq + PartialOrd>(raw: &[T], zero: T, one: T, max: T) -> bool {
+    // Branch-free folds over the whole buffer (vectorised); the buffer is read twice at most.
+    let small = raw.iter().fold(true, |all, &v| all & (v <= one));
+    small
+        || raw
+            .iter()
+            .fold(true, |all, &v| all & ((v == zero) | (v == max)))
+}
+
+/// An 8-bit grey mask: binary (see [`is_binary`]) or a score map `v / 255`. A binary mask
+/// reuses the decoded buffer.
+fn map_from_u8(height: usize, width: usize, mut raw: Vec<u8>) -> PredictionMap {
+    if is_binary(&raw, 0, 1, u8::MAX) {
+        for v in &mut raw {
+            *v = u8::from(*v != 0);
+        }
         PredictionMap::Binary {
             height,
             width,
-            data,
+            data: raw,
         }
     } else {
-        let data = raw.iter().map(|&v| f64::from(v) / f64::from(max)).collect();
-        PredictionMap::Scores {
+        PredictionMap::Levels {
             height,
             width,
-            data,
+            data: raw.into_iter().map(u16::from).collect(),
+            max: u16::from(u8::MAX),
+        }
+    }
+}
+
+/// A 16-bit grey mask: binary (see [`is_binary`]) or a score map `v / 65535`.
+fn map_from_u16(height: usize, width: usize, raw: Vec<u16>) -> PredictionMap {
+    if is_binary(&raw, 0, 1, u16::MAX) {
+        PredictionMap::Binary {
+            height,
+            width,
+            data: raw.iter().map(|&v| u8::from(v != 0)).collect(),
+        }
+    } else {
+        PredictionMap::Levels {
+            height,
+            width,
+            data: raw,
+            max: u16::MAX,
         }
     }
 }

@@ -137,6 +137,8 @@ pub fn boundary_band(gt: &[u8], height: usize, width: usize, k: usize) -> Option
 ///
 /// `scores` are the prediction's per-pixel scores in [0, 1] at the GT's resolution (0/1 for a
 /// binary mask); `gt` is the GT mask (nonzero = artifact), both row-major `height x width`.
+/// Sorts the pixels by score; quantised maps should use [`trufor_f1_levels`] (same numbers,
+/// no sort).
 ///
 /// # Panics
 /// If `scores`, `gt` and `height * width` disagree in length.
@@ -149,7 +151,7 @@ pub fn trufor_f1(
 ) -> Option<TruforImage> {
     assert_eq!(scores.len(), gt.len());
     assert_eq!(gt.len(), height * width);
-    if gt.iter().all(|&v| v == 0) {
+    if is_empty(gt) {
         return None;
     }
     let ignored = boundary_band(gt, height, width, config.boundary_band);
@@ -177,6 +179,8 @@ pub fn trufor_f1(
 
     // Best threshold: sweep the sorted scores; every prefix ending at a change of value is a
     // candidate positive set. Descending order for the map, ascending for the inverted map.
+    // Only the group boundaries matter, so the order within equal scores (unstable sort) does
+    // not change the result.
     let sweep = |pairs: &[(f64, bool)]| {
         let (mut tp, mut fp) = (0u64, 0u64);
         let mut best = 0.0f64;
@@ -192,13 +196,109 @@ pub fn trufor_f1(
         }
         best
     };
-    pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
+    pairs.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
     let mut f1_best = sweep(&pairs);
     if config.max_with_inverted {
         pairs.reverse();
         f1_best = f1_best.max(sweep(&pairs));
     }
     Some(TruforImage { f1_fixed, f1_best })
+}
+
+/// [`trufor_f1`] for a quantised score map: pixel `i` has the score `values[levels[i]]`, with
+/// `values` strictly ascending (e.g. `[0, 1]` for a binary mask, `v / 255` for an 8-bit map).
+/// Counts artifact and background pixels per level instead of sorting the pixels; the F1s
+/// are computed from the same integer counts, so the numbers are identical to [`trufor_f1`].
+///
+/// # Panics
+/// If `levels`, `gt` and `height * width` disagree in length, or a level indexes past
+/// `values`.
+pub fn trufor_f1_levels<L: Copy + Into<usize>>(
+    levels: &[L],
+    values: &[f64],
+    gt: &[u8],
+    height: usize,
+    width: usize,
+    config: &TruforConfig,
+) -> Option<TruforImage> {
+    assert_eq!(levels.len(), gt.len());
+    assert_eq!(gt.len(), height * width);
+    if is_empty(gt) {
+        return None;
+    }
+    // (background, artifact) pixel counts per level, over the kept pixels.
+    let mut counts = vec![[0u64; 2]; values.len()];
+    match boundary_band(gt, height, width, config.boundary_band) {
+        None => {
+            for (&level, &g) in levels.iter().zip(gt) {
+                counts[level.into()][usize::from(g != 0)] += 1;
+            }
+        }
+        Some(band) => {
+            for ((&level, &g), &ignored) in levels.iter().zip(gt).zip(&band) {
+                if !ignored {
+                    counts[level.into()][usize::from(g != 0)] += 1;
+                }
+            }
+        }
+    }
+    Some(trufor_f1_from_level_counts(values, &counts, config))
+}
+
+/// Whether a mask has no nonzero pixel (an OR reduction, which vectorises).
+fn is_empty(mask: &[u8]) -> bool {
+    mask.iter().fold(0u8, |any, &v| any | v) == 0
+}
+
+/// The TruFor-style F1 from per-level pixel counts: `counts[i] = [background, artifact]`
+/// pixels (not ignored) whose score is `values[i]`, `values` strictly ascending. For a binary
+/// map without boundary band the counts are the image's confusion counts:
+/// `[[tn, fn], [fp, tp]]` at values `[0, 1]`. The caller checks that the GT is not empty.
+///
+/// # Panics
+/// If `values` and `counts` differ in length.
+pub fn trufor_f1_from_level_counts(
+    values: &[f64],
+    counts: &[[u64; 2]],
+    config: &TruforConfig,
+) -> TruforImage {
+    assert_eq!(values.len(), counts.len());
+    debug_assert!(values.windows(2).all(|w| w[0] < w[1]));
+    let positives: u64 = counts.iter().map(|c| c[1]).sum();
+
+    let fixed_of = |predict: &dyn Fn(f64) -> bool| {
+        let (mut tp, mut fp) = (0u64, 0u64);
+        for (&value, c) in values.iter().zip(counts) {
+            if predict(value) {
+                tp += c[1];
+                fp += c[0];
+            }
+        }
+        f1_from(tp, fp, positives - tp)
+    };
+    let t = config.fixed_threshold;
+    let mut f1_fixed = fixed_of(&|s| s > t);
+    if config.max_with_inverted {
+        f1_fixed = f1_fixed.max(fixed_of(&|s| 1.0 - s > t));
+    }
+
+    // Best threshold: the candidate positive sets are `{score >= v}` for every present level
+    // `v` (descending sweep) and, inverted, `{score <= v}` (ascending sweep).
+    let sweep = |order: &mut dyn Iterator<Item = &[u64; 2]>| {
+        let (mut tp, mut fp) = (0u64, 0u64);
+        let mut best = 0.0f64;
+        for c in order.filter(|c| c[0] + c[1] > 0) {
+            tp += c[1];
+            fp += c[0];
+            best = best.max(f1_from(tp, fp, positives - tp));
+        }
+        best
+    };
+    let mut f1_best = sweep(&mut counts.iter().rev());
+    if config.max_with_inverted {
+        f1_best = f1_best.max(sweep(&mut counts.iter()));
+    }
+    TruforImage { f1_fixed, f1_best }
 }
 
 #[cfg(test)]
@@ -243,5 +343,57 @@ mod tests {
         // 1x5 GT 0 0 1 1 1, k = 1: dilation 0 1 1 1 1, erosion 0 0 0 1 1 -> band at 1, 2.
         let band = boundary_band(&[0, 0, 1, 1, 1], 1, 5, 1).unwrap();
         assert_eq!(band, vec![false, true, true, false, false]);
+    }
+
+    #[test]
+    fn levels_match_the_sorting_sweep() {
+        // Pseudo-random 8-bit levels with ties, a GT blob, every option combination.
+        let (height, width) = (23, 31);
+        let mut state = 12345u32;
+        let levels: Vec<u16> = (0..height * width)
+            .map(|_| {
+                state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                ((state >> 16) % 40 * 6) as u16
+            })
+            .collect();
+        let gt: Vec<u8> = (0..height * width)
+            .map(|i| u8::from((i / width) % 7 < 3 && (i % width) > 9))
+            .collect();
+        let values: Vec<f64> = (0..=255u16).map(|v| f64::from(v) / 255.0).collect();
+        let scores: Vec<f64> = levels.iter().map(|&v| values[usize::from(v)]).collect();
+        for band in [0, 1, 3] {
+            for inverted in [false, true] {
+                for fixed_threshold in [0.5, 0.2] {
+                    let config = TruforConfig {
+                        fixed_threshold,
+                        boundary_band: band,
+                        max_with_inverted: inverted,
+                    };
+                    let sorted = trufor_f1(&scores, &gt, height, width, &config);
+                    let counted = trufor_f1_levels(&levels, &values, &gt, height, width, &config);
+                    assert_eq!(sorted, counted, "{config:?}");
+                }
+            }
+        }
+        // Binary map: the confusion counts are the level counts.
+        let binary: Vec<u8> = levels.iter().map(|&v| u8::from(v > 100)).collect();
+        let scores: Vec<f64> = binary.iter().map(|&v| f64::from(v)).collect();
+        let c = crate::metrics::localization::PixelCounts::from_masks(&binary, &gt);
+        for max_with_inverted in [false, true] {
+            let config = TruforConfig {
+                max_with_inverted,
+                ..TruforConfig::default()
+            };
+            let sorted = trufor_f1(&scores, &gt, height, width, &config);
+            let levels = [[c.tn, c.fn_], [c.fp, c.tp]];
+            assert_eq!(
+                sorted,
+                Some(trufor_f1_from_level_counts(&[0.0, 1.0], &levels, &config))
+            );
+            assert_eq!(
+                sorted,
+                trufor_f1_levels(&binary, &[0.0, 1.0], &gt, height, width, &config)
+            );
+        }
     }
 }
