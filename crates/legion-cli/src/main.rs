@@ -7,9 +7,9 @@ mod data_cmd;
 mod debug_cmd;
 mod eval_cmd;
 mod progress;
+mod refine_cmd;
 mod train_cmd;
 mod weights_cmd;
-mod refine_cmd;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

@@ -175,6 +175,10 @@ pub struct RunSection {
     /// Validation loss every N steps (0 = never).
     #[serde(default)]
     pub validate_every: u64,
+    /// With each validation, also generate and score the held-out split with the evaluator's
+    /// mIoU / F1 / ROUGE-L (greedy decoding: costly for large models).
+    #[serde(default = "default_true")]
+    pub validate_metrics: bool,
     /// Held-out samples used for the periodic validation loss (0 = all).
     #[serde(default)]
     pub validate_samples: usize,

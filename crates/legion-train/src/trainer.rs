@@ -547,6 +547,26 @@ pub fn train(
                 "step {}: validation loss {:.4} (ce {:.4}, bce {:.4}, dice {:.4})",
                 state.step, val.total, val.ce, val.bce, val.dice
             ));
+            if config.run.validate_metrics {
+                let scores = evaluate(
+                    &model.valid(),
+                    &tokenizer,
+                    &config.data.root,
+                    &config.data.val_split,
+                    &sample_config_for_eval(&model_config),
+                    config.run.max_new_tokens,
+                )?;
+                write_jsonl(
+                    &mut metrics,
+                    &metrics_path,
+                    &serde_json::json!({"validation_metrics": {"step": state.step, "scores": &scores}}),
+                )?;
+                observer.on_message(&format!(
+                    "step {}: held-out {}",
+                    state.step,
+                    scores.one_line()
+                ));
+            }
         }
         let is_last = state.step == config.run.steps;
         if (config.run.checkpoint_every > 0 && state.step % config.run.checkpoint_every == 0)
