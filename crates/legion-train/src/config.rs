@@ -26,7 +26,7 @@ pub enum Task {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
-    /// Named preset: `tiny`, `fixture` or `legion-7b`.
+    /// Named preset: `tiny`, `small`, `fixture` or `legion-7b`.
     pub preset: String,
     /// Start from this model bundle (fine-tuning) instead of random weights; its config
     /// replaces the preset.

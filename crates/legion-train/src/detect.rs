@@ -106,11 +106,11 @@ pub fn list_labelled_images(root: &Path, split: &str) -> Result<Vec<LabelledImag
 pub fn detector_config(preset: &str) -> Result<LegionClsConfig, TrainError> {
     match preset {
         "legion-7b" => Ok(LegionClsConfig::legion_cls()),
-        "tiny" | "fixture" => {
-            let clip: ClipVisionConfig = if preset == "tiny" {
-                LegionConfig::tiny().clip
-            } else {
-                LegionConfig::fixture().clip
+        "tiny" | "small" | "fixture" => {
+            let clip: ClipVisionConfig = match preset {
+                "tiny" => LegionConfig::tiny().clip,
+                "small" => LegionConfig::small().clip,
+                _ => LegionConfig::fixture().clip,
             };
             let width = clip.hidden_size;
             Ok(LegionClsConfig::new(
@@ -120,7 +120,7 @@ pub fn detector_config(preset: &str) -> Result<LegionClsConfig, TrainError> {
         }
         other => Err(TrainError::Config {
             source_name: "model.preset".into(),
-            message: format!("unknown preset `{other}` (tiny, fixture, legion-7b)"),
+            message: format!("unknown preset `{other}` (tiny, small, fixture, legion-7b)"),
         }),
     }
 }

@@ -14,6 +14,10 @@ use legion_model::llama::lora::{LlamaLoraConfig, apply_lora};
 use crate::TrainError;
 use crate::config::TrainableSection;
 
+/// Parameters that are registered buffers in the reference (never trained): SAM's random
+/// Fourier-feature matrix. Even `full = true` keeps them frozen.
+pub const REFERENCE_BUFFERS: &[&str] = &[r"positional_encoding_gaussian_matrix$"];
+
 /// Applies the trainable-parameter plan to `model` (which must live on an autodiff device
 /// for the gradients to exist).
 ///
@@ -25,7 +29,16 @@ pub fn configure_trainable(model: Legion, plan: &TrainableSection) -> Result<Leg
         message,
     };
     if plan.full {
-        return Ok(model.set_require_grad(true));
+        let buffers = ParamGroup::from_any_regexes(
+            REFERENCE_BUFFERS
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .map_err(|e| bad(format!("{e:?}")))?;
+        return Ok(model
+            .set_require_grad(true)
+            .set_require_grad_group(buffers, false));
     }
     let mut model = model.no_grad();
     if plan.lora {
@@ -92,4 +105,55 @@ pub fn count_trainable<M: Module>(module: &M) -> (usize, usize) {
     };
     module.visit(&mut counter);
     (counter.trainable, counter.total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Device;
+    use legion_model::legion::LegionConfig;
+
+    #[test]
+    fn full_training_keeps_buffers_frozen_and_the_recipe_trains_only_its_modules() {
+        let device = Device::flex().autodiff();
+        let config = LegionConfig::fixture();
+        let plan = TrainableSection {
+            full: true,
+            ..TrainableSection::default()
+        };
+        let model = configure_trainable(config.init(&device).unwrap(), &plan).unwrap();
+        let gaussian = &model
+            .grounding_encoder
+            .prompt_encoder
+            .pe_layer
+            .positional_encoding_gaussian_matrix;
+        assert!(!gaussian.is_require_grad());
+        let (trainable, total) = count_trainable(&model);
+        assert_eq!(total - trainable, gaussian.shape().num_elements());
+
+        let recipe =
+            configure_trainable(config.init(&device).unwrap(), &TrainableSection::default())
+                .unwrap();
+        assert!(
+            !recipe
+                .vision_tower
+                .embeddings
+                .patch_embedding
+                .weight
+                .is_require_grad()
+        );
+        assert!(
+            !recipe
+                .grounding_encoder
+                .image_encoder
+                .patch_embed
+                .proj
+                .weight
+                .is_require_grad()
+        );
+        assert!(recipe.llm.lm_head.weight.is_require_grad());
+        assert!(recipe.text_hidden_fcs.fc1.weight.is_require_grad());
+        let (trainable, total) = count_trainable(&recipe);
+        assert!(trainable > 0 && trainable < total, "{trainable} of {total}");
+    }
 }

@@ -135,11 +135,12 @@ pub fn model_config(config: &TrainConfig) -> Result<LegionConfig, TrainError> {
     }
     match config.model.preset.as_str() {
         "tiny" => Ok(LegionConfig::tiny()),
+        "small" => Ok(LegionConfig::small()),
         "fixture" => Ok(LegionConfig::fixture()),
         "legion-7b" => Ok(LegionConfig::legion_7b()),
         other => Err(TrainError::Config {
             source_name: "model.preset".into(),
-            message: format!("unknown preset `{other}` (tiny, fixture, legion-7b)"),
+            message: format!("unknown preset `{other}` (tiny, small, fixture, legion-7b)"),
         }),
     }
 }

@@ -10,7 +10,10 @@ use crate::clip_vision::ClipVisionConfig;
 use crate::detection_head::DetectionHeadConfig;
 use crate::llama::LlamaConfig;
 use crate::projector::MlpProjectorConfig;
-use crate::sam::{SamConfig, SamImageEncoderConfig, SamMaskDecoderConfig, SamPromptEncoderConfig};
+use crate::sam::{
+    SamConfig, SamImageEncoderConfig, SamMaskDecoderConfig, SamPromptEncoderConfig,
+    TwoWayTransformerConfig,
+};
 
 /// Configuration of the composed LEGION model (`LegionForCausalLM`).
 #[derive(Config, Debug)]
@@ -57,6 +60,29 @@ impl LegionConfig {
             LlamaConfig::new(640, 64, 128, 2, 4, 4).with_max_position_embeddings(512),
             SamConfig::tiny(),
             TextHiddenFcsConfig::new(64, 16),
+        )
+    }
+
+    /// A small LEGION between [`Self::tiny`] and the real model, for training benchmarks
+    /// (`scripts/bench_train.py`): CLIP at 64 px with patch 8 (64 image tokens, width 64,
+    /// 2 layers, 4 heads), projector 64 -> 256, LLM hidden 256 with 4 layers, 8 heads,
+    /// intermediate 512 and the 640-token vocabulary of [`Self::tiny`], SAM at 128 px with
+    /// patch 8 (16x16 grid, width 64, 4 blocks, global attention in blocks 1 and 3, window 4),
+    /// prompt/decoder width 32, `text_hidden_fcs` 256 -> 256 -> 32.
+    pub fn small() -> Self {
+        Self::new(
+            ClipVisionConfig::new(64, 8, 64, 2, 4, 128),
+            MlpProjectorConfig::new(64, 256),
+            LlamaConfig::new(640, 256, 512, 4, 8, 8).with_max_position_embeddings(1024),
+            SamConfig::new(
+                SamImageEncoderConfig::new(128, 8, 64, 4, 4, vec![1, 3])
+                    .with_window_size(4)
+                    .with_out_chans(32),
+                SamPromptEncoderConfig::new(32, [16, 16], [128, 128], 16),
+                SamMaskDecoderConfig::new(32, TwoWayTransformerConfig::new(2, 32, 4, 128))
+                    .with_iou_head_hidden_dim(32),
+            ),
+            TextHiddenFcsConfig::new(256, 32),
         )
     }
 

@@ -740,6 +740,20 @@ mod tests {
     }
 
     #[test]
+    fn presets_are_consistent() {
+        for (name, config) in [
+            ("fixture", LegionConfig::fixture()),
+            ("tiny", LegionConfig::tiny()),
+            ("small", LegionConfig::small()),
+            ("legion-7b", LegionConfig::legion_7b()),
+        ] {
+            config.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        let small = LegionConfig::small().init(&Device::flex()).unwrap();
+        assert_eq!(small.num_image_tokens(), 64);
+    }
+
+    #[test]
     fn seg_positions_point_before_each_seg() {
         assert_eq!(seg_positions(&[1, 5, 9, 7, 9, 2], 9), vec![1, 3]);
         assert!(seg_positions(&[9], 9).is_empty());
