@@ -84,7 +84,8 @@ impl TrainObserver for BarObserver {
             ));
             bar.set_position(r.step);
             // Without a terminal the bar is hidden: print a line every 10% for logs.
-            if bar.is_hidden() && (r.step % (r.total_steps / 10).max(1) == 0 || r.skipped) {
+            if bar.is_hidden() && (r.step.is_multiple_of((r.total_steps / 10).max(1)) || r.skipped)
+            {
                 eprintln!(
                     "step {}/{}: loss {:.4} (ce {:.4} bce {:.4} dice {:.4}) lr {:.2e} grad-norm {:.3}{}",
                     r.step,

@@ -338,7 +338,8 @@ pub fn train_detector(
         };
         metrics_text.push_str(&format!("{}\n", serde_json::json!({"train": &record})));
         observer.on_step(&record);
-        if (config.run.checkpoint_every > 0 && state.step % config.run.checkpoint_every == 0)
+        if (config.run.checkpoint_every > 0
+            && state.step.is_multiple_of(config.run.checkpoint_every))
             || state.step == config.run.steps
         {
             let path = save_checkpoint(

@@ -527,7 +527,7 @@ pub fn train(
             });
         }
 
-        if config.run.validate_every > 0 && state.step % config.run.validate_every == 0 {
+        if config.run.validate_every > 0 && state.step.is_multiple_of(config.run.validate_every) {
             let val = validation_loss(
                 &model,
                 &val_split,
@@ -570,7 +570,8 @@ pub fn train(
             }
         }
         let is_last = state.step == config.run.steps;
-        if (config.run.checkpoint_every > 0 && state.step % config.run.checkpoint_every == 0)
+        if (config.run.checkpoint_every > 0
+            && state.step.is_multiple_of(config.run.checkpoint_every))
             || is_last
         {
             let path = save_checkpoint(
