@@ -8,6 +8,7 @@ mod debug_cmd;
 mod eval_cmd;
 mod progress;
 mod refine_cmd;
+mod serve_cmd;
 mod train_cmd;
 mod weights_cmd;
 
@@ -36,6 +37,8 @@ enum Command {
     Eval(eval_cmd::EvalArgs),
     /// Merge `legion eval --out` reports into one comparison table (rows = methods).
     Tables(eval_cmd::TablesArgs),
+    /// Serve LEGION over HTTP: POST an image to /analyze, get the JSON record and the overlay.
+    Serve(serve_cmd::ServeArgs),
     /// Train LEGION from a TOML config (configs/tiny.toml trains on the shipped tiny data).
     Train(train_cmd::TrainArgs),
     /// Continue training a model bundle on new data (optionally mixed with the original).
@@ -83,6 +86,7 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Eval(args) => eval_cmd::run_eval(args),
         Command::Tables(args) => eval_cmd::run_tables(args),
         Command::Baselines(args) => eval_cmd::run_baselines(args),
+        Command::Serve(args) => serve_cmd::run_serve(args),
         Command::Train(args) => train_cmd::run_train(args),
         Command::Finetune(args) => train_cmd::run_finetune(args),
         Command::Convert(args) => weights_cmd::run_convert(args),

@@ -306,13 +306,22 @@ fn a_corrupt_training_image_is_named_or_skipped_by_policy() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     copy_dir(&repo().join("data/synthscars-tiny"), &data);
-    std::fs::write(data.join("train/images/train_00000.png"), b"not a png at all").unwrap();
+    std::fs::write(
+        data.join("train/images/train_00000.png"),
+        b"not a png at all",
+    )
+    .unwrap();
     let root = format!("data.root={}", quoted(&data));
 
-    let output = short_run(&dir.path().join("strict"), 1, &[&root]).output().unwrap();
+    let output = short_run(&dir.path().join("strict"), 1, &[&root])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
-    assert!(stderr.contains("train_00000.png"), "the error names the file: {stderr}");
+    assert!(
+        stderr.contains("train_00000.png"),
+        "the error names the file: {stderr}"
+    );
 
     let text = check(
         &short_run(&dir.path().join("skip"), 2, &[&root, "data.skip_bad=true"])
