@@ -14,9 +14,10 @@
 //!
 //! Golden values: `scripts/fixtures/losses.py` (PyTorch) -> `tests/fixtures/losses/`.
 
-use burn::tensor::activation::{log_softmax, sigmoid, softplus};
+use burn::tensor::activation::{sigmoid, softplus};
 use burn::tensor::{Int, Tensor};
 
+use legion_model::legion::causal_lm_loss_sum;
 use legion_model::tokenizer::IGNORE_INDEX;
 
 /// Batch-wide denominators of the loss terms.
@@ -61,7 +62,8 @@ pub fn supervised_tokens(labels: &[i64], seq: usize) -> usize {
         .sum()
 }
 
-/// Sum over supervised positions of `-log p(label_{t+1} | x_{<=t})`.
+/// Sum over supervised positions of `-log p(label_{t+1} | x_{<=t})`
+/// ([`legion_model::legion::causal_lm_loss_sum`]).
 ///
 /// # Shapes
 /// `logits` `[B, T, V]`, `labels` `[B, T]` -> `[1]`.
@@ -69,17 +71,7 @@ pub fn supervised_tokens(labels: &[i64], seq: usize) -> usize {
 /// # Panics
 /// If the shapes disagree.
 pub fn token_ce_sum(logits: Tensor<3>, labels: Tensor<2, Int>) -> Tensor<1> {
-    let [batch, seq, vocab] = logits.dims();
-    assert_eq!(labels.dims(), [batch, seq], "labels must be [B, T]");
-    if seq < 2 {
-        return Tensor::zeros([1], &logits.device());
-    }
-    let n = batch * (seq - 1);
-    let log_probs = log_softmax(logits.narrow(1, 0, seq - 1).reshape([n, vocab]), 1);
-    let targets = labels.narrow(1, 1, seq - 1).reshape([n, 1]);
-    let valid = targets.clone().not_equal_elem(IGNORE_INDEX).float();
-    let picked = log_probs.gather(1, targets.clamp_min(0));
-    (picked * valid).sum().neg()
+    causal_lm_loss_sum(logits, labels).0
 }
 
 /// Sum over masks of the per-mask pixel mean of BCE-with-logits.

@@ -599,18 +599,32 @@ fn gather_rows(states: Tensor<3>, row: usize, positions: &[usize]) -> Tensor<2> 
 /// # Panics
 /// If the shapes disagree or a valid label is `>= V` (backend-dependent gather error).
 pub fn causal_lm_loss(logits: Tensor<3>, labels: Tensor<2, Int>) -> Tensor<1> {
+    let (sum, count) = causal_lm_loss_sum(logits, labels);
+    sum / count.clamp_min(1.0)
+}
+
+/// The parts of [`causal_lm_loss`]: the summed negative log-likelihood of the supervised
+/// labels and their number (both `[1]`), for losses normalised over more than one batch.
+///
+/// # Shapes
+/// `logits` `[B, T, V]`, `labels` `[B, T]` -> (`[1]`, `[1]`).
+///
+/// # Panics
+/// As [`causal_lm_loss`].
+pub fn causal_lm_loss_sum(logits: Tensor<3>, labels: Tensor<2, Int>) -> (Tensor<1>, Tensor<1>) {
     let [batch, seq, vocab] = logits.dims();
     assert_eq!(labels.dims(), [batch, seq], "labels must be [B, T]");
+    let device = logits.device();
     if seq < 2 {
-        return Tensor::zeros([1], &logits.device());
+        return (Tensor::zeros([1], &device), Tensor::zeros([1], &device));
     }
     let n = batch * (seq - 1);
     let log_probs = log_softmax(logits.narrow(1, 0, seq - 1).reshape([n, vocab]), 1);
     let targets = labels.narrow(1, 1, seq - 1).reshape([n, 1]);
     let valid = targets.clone().not_equal_elem(IGNORE_INDEX).float();
     let picked = log_probs.gather(1, targets.clamp_min(0));
-    let count = valid.clone().sum().clamp_min(1.0);
-    (picked * valid).sum().neg() / count
+    let count = valid.clone().sum();
+    ((picked * valid).sum().neg(), count)
 }
 
 /// `LegionForCls`: real/fake classification from the CLIP CLS token of hidden layer -2.
