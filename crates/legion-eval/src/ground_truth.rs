@@ -152,17 +152,10 @@ impl GroundTruth {
     pub fn mask(&self, record: &Record, height: usize, width: usize) -> Result<Mask, EvalError> {
         match &self.masks {
             GtMaskSource::Polygons => {
-                let polys: Vec<Vec<f64>> = record
-                    .refs
-                    .iter()
-                    .flat_map(|r| r.segmentation.iter().cloned())
-                    .collect();
-                legion_data::raster::cv2_fill_poly(&polys, height, width).map_err(|source| {
-                    EvalError::Raster {
-                        annotations: self.layout.annotations.clone(),
-                        record: record.id.clone(),
-                        source,
-                    }
+                polygon_gt_mask(record, height, width).map_err(|source| EvalError::Raster {
+                    annotations: self.layout.annotations.clone(),
+                    record: record.id.clone(),
+                    source,
                 })
             }
             GtMaskSource::Folder(dir) => {
@@ -171,6 +164,24 @@ impl GroundTruth {
             }
         }
     }
+}
+
+/// LEGION's evaluation GT of a record (`eval/utils.py generate_mask`): `cv2.fillPoly` of every
+/// polygon of every ref, grounded in the caption or not, at `height x width`.
+///
+/// # Errors
+/// The rasteriser's error for a bad polygon.
+pub fn polygon_gt_mask(
+    record: &Record,
+    height: usize,
+    width: usize,
+) -> Result<Mask, legion_data::raster::RasterError> {
+    let polys: Vec<Vec<f64>> = record
+        .refs
+        .iter()
+        .flat_map(|r| r.segmentation.iter().cloned())
+        .collect();
+    legion_data::raster::cv2_fill_poly(&polys, height, width)
 }
 
 /// Reads a GT mask PNG (8- or 16-bit grey, nonzero = artifact) that must be `height x width`.

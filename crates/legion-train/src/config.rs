@@ -452,6 +452,13 @@ impl TrainConfig {
         normalise(self) == normalise(&other)
     }
 
+    /// Whether a checkpoint is written after step `step` (1-based): every `checkpoint_every`
+    /// steps and after the last.
+    pub fn checkpoint_due(&self, step: u64) -> bool {
+        (self.run.checkpoint_every > 0 && step.is_multiple_of(self.run.checkpoint_every))
+            || step == self.run.steps
+    }
+
     /// Steps of the linear decay.
     pub fn decay_steps(&self) -> u64 {
         self.optim.decay_steps.unwrap_or(self.run.steps)

@@ -20,9 +20,8 @@ use serde::Serialize;
 use legion_data::image_io::decode_rgb;
 use legion_data::preprocess::{ClipPreprocessConfig, clip_preprocess};
 use legion_model::bundle::DetectorBundle;
-use legion_model::clip_vision::ClipVisionConfig;
 use legion_model::detection_head::{DetectionHeadConfig, FAKE_LABEL, REAL_LABEL};
-use legion_model::legion::{LegionClsConfig, LegionConfig, LegionForCls};
+use legion_model::legion::{LegionClsConfig, LegionForCls};
 
 use crate::TrainError;
 use crate::checkpoint::{TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint};
@@ -104,25 +103,16 @@ pub fn list_labelled_images(root: &Path, split: &str) -> Result<Vec<LabelledImag
 /// # Errors
 /// [`TrainError::Config`] for an unknown preset.
 pub fn detector_config(preset: &str) -> Result<LegionClsConfig, TrainError> {
-    match preset {
-        "legion-7b" => Ok(LegionClsConfig::legion_cls()),
-        "tiny" | "small" | "fixture" => {
-            let clip: ClipVisionConfig = match preset {
-                "tiny" => LegionConfig::tiny().clip,
-                "small" => LegionConfig::small().clip,
-                _ => LegionConfig::fixture().clip,
-            };
-            let width = clip.hidden_size;
-            Ok(LegionClsConfig::new(
-                clip,
-                DetectionHeadConfig::new(width, 2 * width),
-            ))
-        }
-        other => Err(TrainError::Config {
-            source_name: "model.preset".into(),
-            message: format!("unknown preset `{other}` (tiny, small, fixture, legion-7b)"),
-        }),
+    if preset == "legion-7b" {
+        return Ok(LegionClsConfig::legion_cls());
     }
+    // The head on the preset's CLIP tower, hidden width twice the tower's (as LEGION's).
+    let clip = crate::trainer::preset_config(preset)?.clip;
+    let width = clip.hidden_size;
+    Ok(LegionClsConfig::new(
+        clip,
+        DetectionHeadConfig::new(width, 2 * width),
+    ))
 }
 
 /// Accuracy of a detector on a split.
@@ -282,8 +272,7 @@ pub fn train_detector(
     let loss_fn = CrossEntropyLossConfig::new().init(&autodiff);
     let mut sampler = EpochSampler::new(train_images.len(), config.run.seed);
     let per_step = config.run.batch_size as u64;
-    let metrics_path = out_dir.join("metrics.jsonl");
-    let mut metrics_text = String::new();
+    let mut metrics = crate::trainer::MetricsLog::open(&out_dir)?;
     let session = Instant::now();
     let first_step = state.step;
     observer.on_start(first_step, config.run.steps);
@@ -336,12 +325,9 @@ pub fn train_detector(
             skipped: !finite,
             seconds,
         };
-        metrics_text.push_str(&format!("{}\n", serde_json::json!({"train": &record})));
+        metrics.write(&serde_json::json!({"train": &record}))?;
         observer.on_step(&record);
-        if (config.run.checkpoint_every > 0
-            && state.step.is_multiple_of(config.run.checkpoint_every))
-            || state.step == config.run.steps
-        {
+        if config.checkpoint_due(state.step) {
             let path = save_checkpoint(
                 &checkpoints,
                 &model,
@@ -352,17 +338,7 @@ pub fn train_detector(
             last_checkpoint = path.display().to_string();
         }
     }
-    {
-        use std::io::Write;
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&metrics_path)
-            .map_err(io(&metrics_path))?;
-        file.write_all(metrics_text.as_bytes())
-            .map_err(io(&metrics_path))?;
-    }
-    crate::curve::write_curves(&metrics_path, &out_dir)?;
+    crate::curve::write_curves(&metrics.path, &out_dir)?;
     let parameters = count_trainable(&model);
     let trained = model.valid();
     let after = if config.run.evaluate {

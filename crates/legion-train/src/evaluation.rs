@@ -7,13 +7,11 @@
 //! over images, x100; ROUGE-L F of the cleaned answer against the cleaned caption, x100. The
 //! all-background predictor is scored in the same pass, so a run shows what it adds over it.
 
-use std::path::Path;
-
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor};
 use serde::Serialize;
 
-use legion_data::dataset::{OpenOptions, SampleConfig, SynthScarsSplit};
-use legion_data::raster::cv2_fill_poly;
+use legion_data::dataset::{Sample, SampleConfig, SynthScarsSplit};
+use legion_eval::ground_truth::polygon_gt_mask;
 use legion_eval::metrics::localization::{PixelCounts, f1_fg, miou_bg_fg};
 use legion_eval::rouge::{clean_analysis_text, rouge_l};
 use legion_model::generation::GenerationConfig;
@@ -62,6 +60,25 @@ impl EvalSummary {
     }
 }
 
+/// The model inputs of preprocessed samples, on `device`.
+///
+/// # Shapes
+/// `B = samples.len()` -> [`LegionImages`] of batch `B`.
+pub fn legion_images(samples: &[&Sample], device: &Device) -> LegionImages {
+    LegionImages {
+        clip_pixels: Tensor::stack(
+            samples.iter().map(|s| s.clip.to_tensor(device)).collect(),
+            0,
+        ),
+        sam_pixels: Tensor::stack(samples.iter().map(|s| s.sam.to_tensor(device)).collect(), 0),
+        sam_resized_hw: samples
+            .iter()
+            .map(|s| (s.sam.resized_hw.0 as usize, s.sam.resized_hw.1 as usize))
+            .collect(),
+        original_hw: samples.iter().map(|s| s.original_hw).collect(),
+    }
+}
+
 /// Union of the `[SEG]` masks (`logit > 0`) as 0/1 bytes, `h * w`.
 fn union_mask(masks: &[Tensor<2>], h: usize, w: usize) -> Vec<u8> {
     let mut out = vec![0u8; h * w];
@@ -81,19 +98,17 @@ fn union_mask(masks: &[Tensor<2>], h: usize, w: usize) -> Vec<u8> {
     out
 }
 
-/// Evaluates `model` (on a plain, non-autodiff device) on `split` of the dataset at `root`.
+/// Evaluates `model` (on a plain, non-autodiff device) on every record of `split`.
 ///
 /// # Errors
 /// [`TrainError`] when the data cannot be read or the model fails.
 pub fn evaluate(
     model: &Legion,
     tokenizer: &LegionTokenizer,
-    root: &Path,
-    split: &str,
+    split: &SynthScarsSplit,
     sample_config: &SampleConfig,
     max_new_tokens: usize,
 ) -> Result<EvalSummary, TrainError> {
-    let split = SynthScarsSplit::open(root, split, &OpenOptions::default())?;
     let device = model.llm.embed_tokens.weight.device();
     let mut generation = GenerationConfig::legion();
     generation.max_new_tokens = max_new_tokens;
@@ -107,31 +122,12 @@ pub fn evaluate(
             .iter()
             .map(|&i| split.load(i, sample_config))
             .collect::<Result<Vec<_>, _>>()?;
-        let images = LegionImages {
-            clip_pixels: Tensor::stack(
-                samples.iter().map(|s| s.clip.to_tensor(&device)).collect(),
-                0,
-            ),
-            sam_pixels: Tensor::stack(
-                samples.iter().map(|s| s.sam.to_tensor(&device)).collect(),
-                0,
-            ),
-            sam_resized_hw: samples
-                .iter()
-                .map(|s| (s.sam.resized_hw.0 as usize, s.sam.resized_hw.1 as usize))
-                .collect(),
-            original_hw: samples.iter().map(|s| s.original_hw).collect(),
-        };
+        let images = legion_images(&samples.iter().collect::<Vec<_>>(), &device);
         let analyses = model.analyze(&images, tokenizer, &generation)?;
         for ((&index, sample), analysis) in chunk.iter().zip(&samples).zip(&analyses) {
             let record = &split.entries()[index].record;
             let (h, w) = sample.original_hw;
-            let polygons: Vec<Vec<f64>> = record
-                .refs
-                .iter()
-                .flat_map(|r| r.segmentation.iter().cloned())
-                .collect();
-            let gt = cv2_fill_poly(&polygons, h, w).map_err(|e| TrainError::Record {
+            let gt = polygon_gt_mask(record, h, w).map_err(|e| TrainError::Record {
                 record: record.id.clone(),
                 message: e.to_string(),
             })?;

@@ -30,7 +30,7 @@ use legion_data::dataset::{OpenOptions, Sample, SampleConfig, SynthScarsSplit};
 use legion_data::error::BadInputPolicy;
 use legion_data::preprocess::{ClipPreprocessConfig, SamPreprocessConfig};
 use legion_model::bundle::{BundleMeta, ModelBundle};
-use legion_model::legion::{Legion, LegionConfig, LegionImages};
+use legion_model::legion::{Legion, LegionConfig};
 use legion_model::tokenizer::{
     LEGION_QUESTION, LegionTokenizer, TrainingExample, legion_training_conversation,
 };
@@ -38,7 +38,7 @@ use legion_model::tokenizer::{
 use crate::TrainError;
 use crate::checkpoint::{TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint};
 use crate::config::{Task, TrainConfig};
-use crate::evaluation::{EvalSummary, evaluate};
+use crate::evaluation::{EvalSummary, evaluate, legion_images};
 use crate::grads::clip_global_norm;
 use crate::loss::{LossWeights, Normalisers, legion_loss, supervised_tokens};
 use crate::rng::{EpochSampler, random_unit};
@@ -125,15 +125,12 @@ pub struct TrainSummary {
     pub detect_after: Option<crate::detect::DetectEval>,
 }
 
-/// The model config of a run: the preset, or the config of the bundle it starts from.
+/// The `LegionConfig` of a named preset.
 ///
 /// # Errors
 /// [`TrainError::Config`] for an unknown preset.
-pub fn model_config(config: &TrainConfig) -> Result<LegionConfig, TrainError> {
-    if let Some(init) = &config.model.init {
-        return Ok(ModelBundle::read_config(init)?.1);
-    }
-    match config.model.preset.as_str() {
+pub fn preset_config(preset: &str) -> Result<LegionConfig, TrainError> {
+    match preset {
         "tiny" => Ok(LegionConfig::tiny()),
         "small" => Ok(LegionConfig::small()),
         "fixture" => Ok(LegionConfig::fixture()),
@@ -223,19 +220,36 @@ fn tokenize(
     Ok(Prepared { sample, example })
 }
 
-/// Builds the model of a run: config, weights (random from the seed, or the init bundle),
-/// trainable plan, on `device` (autodiff).
-fn build_model(
+/// The starting point of a run on `device` (autodiff): the model config, the tokenizer and the
+/// weights with the trainable plan applied. Weights are random from the seed, or, with
+/// `model.init`, the bundle's (read once, config and tokenizer included).
+fn initial_model(
     config: &TrainConfig,
-    model_config: &LegionConfig,
     device: &Device,
-) -> Result<Legion, TrainError> {
+) -> Result<(LegionConfig, LegionTokenizer, Legion), TrainError> {
     device.seed(config.run.seed);
-    let model = match &config.model.init {
-        Some(init) => ModelBundle::load(init, device)?.model,
-        None => model_config.init(device)?,
+    let (model_config, tokenizer, model) = match &config.model.init {
+        Some(init) => {
+            let bundle = ModelBundle::load(init, device)?;
+            (bundle.config, bundle.tokenizer, bundle.model)
+        }
+        None => {
+            let path = config
+                .data
+                .tokenizer
+                .as_ref()
+                .ok_or_else(|| TrainError::Config {
+                    source_name: "data.tokenizer".into(),
+                    message: "no tokenizer given".into(),
+                })?;
+            let tokenizer = LegionTokenizer::from_file(path)?;
+            let model_config = preset_config(&config.model.preset)?;
+            let model = model_config.init(device)?;
+            (model_config, tokenizer, model)
+        }
     };
-    configure_trainable(model, &config.trainable)
+    let model = configure_trainable(model, &config.trainable)?;
+    Ok((model_config, tokenizer, model))
 }
 
 /// AdamW with the run's betas, epsilon and weight decay.
@@ -246,23 +260,6 @@ pub(crate) fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
         .with_epsilon(config.optim.eps as f32)
         .with_weight_decay(config.optim.weight_decay as f32)
         .init()
-}
-
-fn load_tokenizer(config: &TrainConfig) -> Result<LegionTokenizer, TrainError> {
-    match &config.model.init {
-        Some(init) => Ok(ModelBundle::read_config(init)?.2),
-        None => {
-            let path = config
-                .data
-                .tokenizer
-                .as_ref()
-                .ok_or_else(|| TrainError::Config {
-                    source_name: "data.tokenizer".into(),
-                    message: "no tokenizer given".into(),
-                })?;
-            Ok(LegionTokenizer::from_file(path)?)
-        }
-    }
 }
 
 fn resolve_devices(config: &TrainConfig) -> Result<Vec<Device>, TrainError> {
@@ -306,8 +303,7 @@ pub fn train(
     let checkpoints = out_dir.join("checkpoints");
     let devices = resolve_devices(config)?;
     let main_device = devices[0].clone();
-    let model_config = model_config(config)?;
-    let tokenizer = load_tokenizer(config)?;
+    let (model_config, tokenizer, mut model) = initial_model(config, &main_device)?;
     if tokenizer.vocab_size() > model_config.llm.vocab_size {
         return Err(TrainError::Config {
             source_name: "data.tokenizer / model.init".into(),
@@ -357,8 +353,8 @@ pub fn train(
         &config.data.val_split,
         config.data.skip_bad,
     )?;
+    let eval_samples = sample_config_for_eval(&model_config);
 
-    let mut model = build_model(config, &model_config, &main_device)?;
     let mut optim = optimizer(config);
     let mut state = TrainerState {
         config_toml: config_toml.clone(),
@@ -399,24 +395,15 @@ pub fn train(
         let summary = evaluate(
             &model.valid(),
             &tokenizer,
-            &config.data.root,
-            &config.data.val_split,
-            &sample_config_for_eval(&model_config),
+            &val_split,
+            &eval_samples,
             config.run.max_new_tokens,
         )?;
         observer.on_message(&format!("untrained: {}", summary.one_line()));
         before = Some(summary);
     }
 
-    let metrics_path = out_dir.join("metrics.jsonl");
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)
-        .map_err(|e| TrainError::Io {
-            path: metrics_path.clone(),
-            message: e.to_string(),
-        })?;
+    let mut metrics = MetricsLog::open(&out_dir)?;
     let weights = LossWeights {
         ce: config.loss.ce_weight,
         bce: config.loss.bce_weight,
@@ -511,11 +498,7 @@ pub fn train(
             skipped: !finite,
             seconds,
         };
-        write_jsonl(
-            &mut metrics,
-            &metrics_path,
-            &serde_json::json!({"train": &record}),
-        )?;
+        metrics.write(&serde_json::json!({"train": &record}))?;
         observer.on_step(&record);
         if diverged {
             // No checkpoint of this state: the last one written stays the newest.
@@ -538,9 +521,7 @@ pub fn train(
                 config,
                 max_text,
             )?;
-            write_jsonl(
-                &mut metrics,
-                &metrics_path,
+            metrics.write(
                 &serde_json::json!({"validation": {"step": state.step, "loss": val.total,
                     "ce": val.ce, "bce": val.bce, "dice": val.dice}}),
             )?;
@@ -552,16 +533,11 @@ pub fn train(
                 let scores = evaluate(
                     &model.valid(),
                     &tokenizer,
-                    &config.data.root,
-                    &config.data.val_split,
-                    &sample_config_for_eval(&model_config),
+                    &val_split,
+                    &eval_samples,
                     config.run.max_new_tokens,
                 )?;
-                write_jsonl(
-                    &mut metrics,
-                    &metrics_path,
-                    &serde_json::json!({"validation_metrics": {"step": state.step, "scores": &scores}}),
-                )?;
+                metrics.write(&serde_json::json!({"validation_metrics": {"step": state.step, "scores": &scores}}))?;
                 observer.on_message(&format!(
                     "step {}: held-out {}",
                     state.step,
@@ -569,11 +545,7 @@ pub fn train(
                 ));
             }
         }
-        let is_last = state.step == config.run.steps;
-        if (config.run.checkpoint_every > 0
-            && state.step.is_multiple_of(config.run.checkpoint_every))
-            || is_last
-        {
+        if config.checkpoint_due(state.step) {
             let path = save_checkpoint(
                 &checkpoints,
                 &model,
@@ -603,22 +575,17 @@ pub fn train(
         meta,
     };
     bundle.save(&final_dir)?;
-    crate::curve::write_curves(&metrics_path, &out_dir)?;
+    crate::curve::write_curves(&metrics.path, &out_dir)?;
     let after = if config.run.evaluate {
         observer.on_message("evaluating the trained model on the held-out split");
         let summary = evaluate(
             &bundle.model,
             &bundle.tokenizer,
-            &config.data.root,
-            &config.data.val_split,
-            &sample_config_for_eval(&model_config),
+            &val_split,
+            &eval_samples,
             config.run.max_new_tokens,
         )?;
-        write_jsonl(
-            &mut metrics,
-            &metrics_path,
-            &serde_json::json!({"evaluation": &summary}),
-        )?;
+        metrics.write(&serde_json::json!({"evaluation": &summary}))?;
         Some(summary)
     } else {
         None
@@ -658,15 +625,35 @@ pub fn sample_config_for_eval(model: &LegionConfig) -> SampleConfig {
     sample_config(model, None)
 }
 
-fn write_jsonl(
-    file: &mut std::fs::File,
-    path: &Path,
-    value: &serde_json::Value,
-) -> Result<(), TrainError> {
-    writeln!(file, "{value}").map_err(|e| TrainError::Io {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+/// `<out>/metrics.jsonl`, appended one JSON object per line as the run goes.
+pub(crate) struct MetricsLog {
+    file: std::fs::File,
+    /// The log file.
+    pub path: PathBuf,
+}
+
+impl MetricsLog {
+    /// Opens (appending) `<out_dir>/metrics.jsonl`.
+    pub(crate) fn open(out_dir: &Path) -> Result<Self, TrainError> {
+        let path = out_dir.join("metrics.jsonl");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| TrainError::Io {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(Self { file, path })
+    }
+
+    /// Appends one line.
+    pub(crate) fn write(&mut self, value: &serde_json::Value) -> Result<(), TrainError> {
+        writeln!(self.file, "{value}").map_err(|e| TrainError::Io {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })
+    }
 }
 
 /// Scalar loss terms of a step.
@@ -741,32 +728,8 @@ fn shard_gradients(
 ) -> Result<(StepLosses, Option<GradientsParams>), TrainError> {
     let examples: Vec<TrainingExample> = shard.iter().map(|p| p.example.clone()).collect();
     let tokens = tokenizer.collate(&examples, Some(max_text));
-    let images = LegionImages {
-        clip_pixels: Tensor::stack(
-            shard
-                .iter()
-                .map(|p| p.sample.clip.to_tensor(device))
-                .collect(),
-            0,
-        ),
-        sam_pixels: Tensor::stack(
-            shard
-                .iter()
-                .map(|p| p.sample.sam.to_tensor(device))
-                .collect(),
-            0,
-        ),
-        sam_resized_hw: shard
-            .iter()
-            .map(|p| {
-                (
-                    p.sample.sam.resized_hw.0 as usize,
-                    p.sample.sam.resized_hw.1 as usize,
-                )
-            })
-            .collect(),
-        original_hw: shard.iter().map(|p| p.sample.original_hw).collect(),
-    };
+    let samples: Vec<&Sample> = shard.iter().map(|p| &p.sample).collect();
+    let images = legion_images(&samples, device);
     let out = model.forward_train(&images, &tokens, tokenizer.special().seg)?;
     let mut pairs = Vec::new();
     for (row, pred) in out.pred_masks.iter().enumerate() {
