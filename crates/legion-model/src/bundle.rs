@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::legion::{Legion, LegionClsConfig, LegionConfig, LegionForCls};
 use crate::tokenizer::{LegionTokenizer, TokenizerError};
-use crate::weights::{Allowances, WeightsError, check_result};
+use crate::weights::{Allowances, WeightsError, check_result, save_native};
 
 /// Format tag written to `bundle.json`.
 pub const BUNDLE_FORMAT: &str = "legion-rs-model/1";
@@ -186,19 +186,16 @@ impl ModelBundle {
     /// [`BundleError::Io`] naming the file that could not be written.
     pub fn save(&self, dir: &Path) -> Result<(), BundleError> {
         write_dir_atomically(dir, |tmp| {
-            let write_json = |file: &str, value: String| -> Result<(), BundleError> {
-                let path = tmp.join(file);
-                std::fs::write(&path, value).map_err(io_err(&path))
-            };
-            // Plain config structs always serialise.
-            write_json(
-                BUNDLE_META_FILE,
-                serde_json::to_string_pretty(&self.meta).expect("serialisable meta"),
-            )?;
-            write_json(
-                BUNDLE_CONFIG_FILE,
-                serde_json::to_string_pretty(&self.config).expect("serialisable config"),
-            )?;
+            // The native folder (config.json + model.bpk) plus what makes it a bundle.
+            let metadata = std::collections::BTreeMap::from([(
+                "source".to_string(),
+                self.meta.source.clone(),
+            )]);
+            save_native(&self.model, &self.config, tmp, &metadata, true)?;
+            let meta_path = tmp.join(BUNDLE_META_FILE);
+            // A plain struct always serialises.
+            let meta = serde_json::to_string_pretty(&self.meta).expect("serialisable meta");
+            std::fs::write(&meta_path, meta).map_err(io_err(&meta_path))?;
             let tokenizer_path = tmp.join(BUNDLE_TOKENIZER_FILE);
             self.tokenizer
                 .inner()
@@ -206,8 +203,7 @@ impl ModelBundle {
                 .map_err(|e| BundleError::Io {
                     path: tokenizer_path.clone(),
                     message: e.to_string(),
-                })?;
-            save_burnpack(&self.model, &tmp.join(BUNDLE_WEIGHTS_FILE))
+                })
         })
     }
 }
