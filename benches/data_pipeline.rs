@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use legion_data::{OpenOptions, SampleConfig, SynthScarsSplit};
+use legion_data::{OpenOptions, SampleConfig, SynthScarsSplit, preprocess};
 use rayon::prelude::*;
 
 fn dataset_root() -> (PathBuf, Option<tempfile::TempDir>) {
@@ -70,6 +70,49 @@ fn pipeline(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    // Where one image's time goes, one stage after the other on the same records (each stage
+    // is still parallel inside where the pipeline is: CLIP and SAM resampling rows).
+    let images: Vec<_> = indices
+        .iter()
+        .map(|&i| split.decode_image(i).expect("decode"))
+        .collect();
+    let mut stages = c.benchmark_group("data_pipeline_stages");
+    stages.sample_size(10);
+    stages.throughput(Throughput::Elements(indices.len() as u64));
+    stages.bench_function("decode", |b| {
+        b.iter(|| {
+            indices
+                .iter()
+                .map(|&i| split.decode_image(i).expect("decode"))
+                .count()
+        })
+    });
+    stages.bench_function("rasterise", |b| {
+        b.iter(|| {
+            indices
+                .iter()
+                .map(|&i| split.training_masks(i).expect("masks").len())
+                .sum::<usize>()
+        })
+    });
+    stages.bench_function("clip_preprocess", |b| {
+        b.iter(|| {
+            images
+                .iter()
+                .map(|img| preprocess::clip_preprocess(img, &config.clip).expect("clip"))
+                .count()
+        })
+    });
+    stages.bench_function("sam_preprocess", |b| {
+        b.iter(|| {
+            images
+                .iter()
+                .map(|img| preprocess::sam_preprocess(img, &config.sam).expect("sam"))
+                .count()
+        })
+    });
+    stages.finish();
 }
 
 criterion_group!(benches, pipeline);

@@ -7,7 +7,7 @@ CLIP preprocessing (transformers CLIPImageProcessor, 336) and SAM preprocessing
 (segment-anything ResizeLongestSide(1024) + normalise + pad). The Rust side is the criterion
 bench `benches/data_pipeline.rs` on the same folder.
 
-    /path/to/venv/bin/python scripts/bench_data_pipeline.py [--count 32] [--size 512] [--profile dev]
+    /path/to/venv/bin/python scripts/bench_data_pipeline.py [--count 32] [--size 512] [--profile dev] [--rounds 3]
 
 Needs: numpy, pillow, opencv-python-headless, pycocotools, transformers, torch, torchvision,
 segment-anything. Prints images/s for both and the ratios (sequential vs sequential, and
@@ -16,10 +16,15 @@ but each image's resampling runs its rows in parallel (rayon), so on 2 cores it 
 one-core number; the parallel ratios compare all cores with all cores: `parallel` keeps every
 sample (`load_many`, what the batcher does), `parallel_discard` drops each one as soon as it is
 made, like the Python pool workers, which return only shapes.
+
+A shared machine's speed drifts by tens of percent from minute to minute, so the two sides are
+timed in alternation: each round times Python (median of `--repeats` runs) and then Rust
+(criterion's median), and the ratios of every round and their median are printed.
 """
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -76,7 +81,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--count", type=int, default=32)
     ap.add_argument("--size", type=int, default=512)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5, help="Python runs per round (median)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating Python/Rust rounds")
     ap.add_argument("--profile", choices=["release", "dev"], default="release",
                     help="build profile of the Rust side (dev: dependencies, legion-data and legion-eval "
                          "at opt-level 3, debug assertions on; saves a release build of burn)")
@@ -94,38 +100,46 @@ def main():
         (body,) = rec.values()
         items.append((data / "train/images" / body["img_file_name"], body["refs"]))
 
-    def best(fn):
+    def median_time(fn):
         times = []
         for _ in range(args.repeats):
             t = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t)
-        return min(times)
-
-    seq = best(lambda: [load(i) for i in items])
-    with Pool(os.cpu_count()) as pool:
-        pool.map(load, items[:2])  # warm the workers
-        par = best(lambda: pool.map(load, items))
+        return statistics.median(times)
 
     env = dict(os.environ, LEGION_BENCH_DATA=str(data))
-    subprocess.run(["cargo", "bench", *profile, "-q", "-p", "legion-bench", "--bench", "data_pipeline", "--",
-                    "--noplot"],
-                   cwd=ROOT, env=env, check=True, stdout=sys.stderr)
+    bench = ["cargo", "bench", *profile, "-q", "-p", "legion-bench", "--bench", "data_pipeline"]
+    subprocess.run([*bench, "--no-run"], cwd=ROOT, check=True)
     crit = ROOT / "target" / "criterion" / "data_pipeline"
+
     def rust_seconds(name):
         est = json.loads((crit / name / "new" / "estimates.json").read_text())
-        return est["mean"]["point_estimate"] / 1e9
-    rust_seq = rust_seconds("load_rasterise_preprocess_sequential")
-    rust_par = rust_seconds("load_rasterise_preprocess_parallel")
-    rust_par_discard = rust_seconds("load_rasterise_preprocess_parallel_discard")
+        return est["median"]["point_estimate"] / 1e9
+
     n = len(items)
+    rounds = []
+    with Pool(os.cpu_count()) as pool:
+        pool.map(load, items[:2])  # warm the workers
+        for _ in range(args.rounds):
+            seq = median_time(lambda: [load(i) for i in items])
+            par = median_time(lambda: pool.map(load, items))
+            subprocess.run([*bench, "--", "--noplot", "--warm-up-time", "1", "--measurement-time", "4",
+                            "load_rasterise_preprocess"], cwd=ROOT, env=env, check=True, stdout=sys.stderr)
+            rust_seq = rust_seconds("load_rasterise_preprocess_sequential")
+            rust_par = rust_seconds("load_rasterise_preprocess_parallel")
+            rust_par_discard = rust_seconds("load_rasterise_preprocess_parallel_discard")
+            rounds.append({
+                "python_sequential_img_per_s": n / seq, "python_pool_img_per_s": n / par,
+                "rust_sequential_img_per_s": n / rust_seq, "rust_parallel_img_per_s": n / rust_par,
+                "rust_parallel_discard_img_per_s": n / rust_par_discard,
+                "ratio_sequential": seq / rust_seq, "ratio_parallel": par / rust_par,
+                "ratio_parallel_discard": par / rust_par_discard,
+            })
+    medians = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
     print(json.dumps({
         "images": n, "size": args.size, "cores": os.cpu_count(), "profile": args.profile,
-        "python_sequential_img_per_s": n / seq, "python_pool_img_per_s": n / par,
-        "rust_sequential_img_per_s": n / rust_seq, "rust_parallel_img_per_s": n / rust_par,
-        "rust_parallel_discard_img_per_s": n / rust_par_discard,
-        "ratio_sequential": seq / rust_seq, "ratio_parallel": par / rust_par,
-        "ratio_parallel_discard": par / rust_par_discard,
+        "rounds": rounds, "median": medians,
     }, indent=2))
 
 

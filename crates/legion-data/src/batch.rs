@@ -60,22 +60,46 @@ pub fn masks_tensor(masks: &[Mask], device: &Device) -> Option<Tensor<3>> {
     ))
 }
 
+/// `[B, C, H, W]` tensor of `B` CHW images, copied once into the batch buffer (a SAM canvas is
+/// 12 MB; per-image tensors and `Tensor::stack` would copy it twice more).
+///
+/// # Panics
+/// If there are no images or their shapes differ.
+fn stacked<'a>(
+    images: impl ExactSizeIterator<Item = (&'a [f32], [usize; 3])>,
+    device: &Device,
+) -> Tensor<4> {
+    let count = images.len();
+    let mut shape = None;
+    let mut data = Vec::new();
+    for (pixels, image_shape) in images {
+        if shape.is_none() {
+            data.reserve_exact(count * pixels.len());
+        }
+        let first = *shape.get_or_insert(image_shape);
+        assert_eq!(first, image_shape, "samples preprocessed with one config");
+        data.extend_from_slice(pixels);
+    }
+    let [c, h, w] = shape.expect("at least one image");
+    Tensor::from_data(TensorData::new(data, [count, c, h, w]), device)
+}
+
 impl Batcher<Sample, LegionBatch> for LegionBatcher {
     /// # Panics
     /// If `items` is empty or the samples were preprocessed with different configs.
     fn batch(&self, items: Vec<Sample>, device: &Device) -> LegionBatch {
         assert!(!items.is_empty(), "cannot batch zero samples");
-        let clip = items
-            .iter()
-            .map(|s| s.clip.to_tensor(device))
-            .collect::<Vec<Tensor<3>>>();
-        let sam = items
-            .iter()
-            .map(|s| s.sam.to_tensor(device))
-            .collect::<Vec<Tensor<3>>>();
+        let clip = stacked(
+            items.iter().map(|s| (&s.clip.pixels[..], s.clip.shape)),
+            device,
+        );
+        let sam = stacked(
+            items.iter().map(|s| (&s.sam.pixels[..], s.sam.shape)),
+            device,
+        );
         LegionBatch {
-            clip_pixels: Tensor::stack(clip, 0),
-            sam_pixels: Tensor::stack(sam, 0),
+            clip_pixels: clip,
+            sam_pixels: sam,
             sam_resized_hw: items
                 .iter()
                 .map(|s| (s.sam.resized_hw.0 as usize, s.sam.resized_hw.1 as usize))
@@ -89,5 +113,47 @@ impl Batcher<Sample, LegionBatch> for LegionBatcher {
             phrases: items.iter().map(|s| s.phrases.clone()).collect(),
             ids: items.into_iter().map(|s| s.id).collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use burn::tensor::Device;
+
+    use super::*;
+    use crate::dataset::{OpenOptions, SampleConfig, SynthScarsSplit};
+    use crate::preprocess::{ClipPreprocessConfig, SamPreprocessConfig};
+
+    #[test]
+    fn batch_stacks_the_samples_pixels_in_order() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/synthscars-tiny");
+        let split = SynthScarsSplit::open(&root, "test", &OpenOptions::default()).unwrap();
+        let config = SampleConfig {
+            clip: ClipPreprocessConfig::tiny(),
+            sam: SamPreprocessConfig::tiny(),
+        };
+        let samples: Vec<Sample> = [2, 0, 5]
+            .iter()
+            .map(|&i| split.load(i, &config).unwrap())
+            .collect();
+        let device = Device::default();
+        let batch = LegionBatcher.batch(samples.clone(), &device);
+        assert_eq!(batch.clip_pixels.dims(), [3, 3, 28, 28]);
+        assert_eq!(batch.sam_pixels.dims(), [3, 3, 32, 32]);
+        let clip: Vec<f32> = samples.iter().flat_map(|s| s.clip.pixels.clone()).collect();
+        let sam: Vec<f32> = samples.iter().flat_map(|s| s.sam.pixels.clone()).collect();
+        assert_eq!(
+            batch.clip_pixels.into_data().try_to_vec::<f32>().unwrap(),
+            clip
+        );
+        assert_eq!(
+            batch.sam_pixels.into_data().try_to_vec::<f32>().unwrap(),
+            sam
+        );
+        let ids: Vec<&str> = samples.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(batch.ids, ids);
+        assert_eq!(batch.masks.len(), 3);
     }
 }

@@ -260,7 +260,8 @@ pub fn import_folder(
     std::fs::create_dir_all(&layout.images)
         .map_err(|e| DataError::io(Location::file(&layout.images), e))?;
     progress.start("importing", entries.len() as u64);
-    let converted: Vec<Result<(Record, Vec<(usize, usize)>), DataError>> = entries
+    type Imported = (Record, Vec<(usize, usize)>);
+    let converted: Vec<Result<Imported, DataError>> = entries
         .par_iter()
         .map(|entry| {
             let image_path = src.join("images").join(&entry.image);

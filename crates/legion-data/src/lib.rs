@@ -9,6 +9,9 @@
 //! legion data check data/synthscars-tiny
 //! ```
 
+#[macro_use]
+mod simd;
+
 pub mod error;
 pub mod fsutil;
 pub mod labels;

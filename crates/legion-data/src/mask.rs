@@ -100,7 +100,10 @@ impl Mask {
                 len: data.len(),
             });
         }
-        if let Some((index, &value)) = data.iter().enumerate().find(|&(_, &v)| v > 1) {
+        // `any` first: a vectorised scan; the position is only looked up for the error.
+        if data.iter().any(|&v| v > 1)
+            && let Some((index, &value)) = data.iter().enumerate().find(|&(_, &v)| v > 1)
+        {
             return Err(MaskError::NotBinary {
                 index,
                 row: index / width,
@@ -158,6 +161,13 @@ impl Mask {
     pub(crate) fn fill_span(&mut self, row: usize, first: usize, last: usize) {
         let start = row * self.width;
         self.data[start + first..=start + last].fill(1);
+    }
+
+    /// Sets rows `first..end` of column `col` to 1.
+    pub(crate) fn fill_column(&mut self, col: usize, first: usize, end: usize) {
+        for row in first..end {
+            self.data[row * self.width + col] = 1;
+        }
     }
 
     /// Number of foreground pixels.

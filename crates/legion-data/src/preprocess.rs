@@ -27,6 +27,9 @@ use burn::config::Config;
 use burn::tensor::{Device, Tensor, TensorData};
 use image::RgbImage;
 
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use rayon::prelude::*;
 
 use crate::resample::{Filter, Region, resize_rgb8_into};
@@ -164,43 +167,25 @@ pub fn clip_preprocess(
     let (src_y0, dst_y0, ny) = crop_axis(rh as usize, crop);
     let (src_x0, dst_x0, nx) = crop_axis(rw as usize, crop);
 
-    let mean = cfg.mean.map(|m| m as f32);
-    let std = cfg.std.map(|s| s as f32);
     // Python: `image.astype(float64) * scale` then `.astype(float32)`; then float32 arithmetic.
-    let normalise =
-        |v: u8, c: usize| ((f64::from(v) * cfg.rescale_factor) as f32 - mean[c]) / std[c];
-
-    let plane = crop * crop;
-    let mut pixels = vec![0f32; 3 * plane];
-    if ny < crop || nx < crop {
-        // The image does not cover the crop: the canvas is the normalised zero.
-        for c in 0..3 {
-            pixels[c * plane..(c + 1) * plane].fill(normalise(0, c));
-        }
-    }
-    // Only the cropped part of the resize is computed, written straight into the planes.
+    let normalisers: [ByteNormaliser; 3] = std::array::from_fn(|c| {
+        ByteNormaliser::rescaled(cfg.rescale_factor, cfg.mean[c] as f32, cfg.std[c] as f32)
+    });
+    // Only the cropped part of the resize is computed, written straight into the planes; if
+    // the image does not cover the crop, the rest of the canvas is the normalised zero.
     let region = Region {
         x0: src_x0,
         y0: src_y0,
         width: nx,
         height: ny,
     };
-    let rows = dst_y0 * crop..(dst_y0 + ny) * crop;
-    resize_rgb8_into(
-        image,
-        rw,
-        rh,
-        cfg.filter,
-        region,
-        plane_rows(&mut pixels, plane, rows, crop),
-        |((r, g), b), planes| {
-            for (c, (dst, src)) in [r, g, b].into_iter().zip(planes).enumerate() {
-                for (d, &v) in dst[dst_x0..].iter_mut().zip(src) {
-                    *d = normalise(v, c);
-                }
-            }
-        },
-    );
+    let canvas = Canvas {
+        side: crop,
+        top: dst_y0,
+        left: dst_x0,
+        background: normalisers.each_ref().map(|n| n.table[0]),
+    };
+    let pixels = canvas.resized(image, (rw, rh), cfg.filter, region, &normalisers);
     Ok(ClipInput {
         pixels,
         shape: [3, crop, crop],
@@ -209,12 +194,12 @@ pub fn clip_preprocess(
 
 /// Parallel rows `(r, g, b)` of a CHW buffer of 3 planes of `plane` values: the slices
 /// `rows` (a range of whole rows of `row_len`) of each plane.
-fn plane_rows(
-    pixels: &mut [f32],
+fn plane_rows<T: Send>(
+    pixels: &mut [T],
     plane: usize,
     rows: std::ops::Range<usize>,
     row_len: usize,
-) -> impl IndexedParallelIterator<Item = ((&mut [f32], &mut [f32]), &mut [f32])> {
+) -> impl IndexedParallelIterator<Item = ((&mut [T], &mut [T]), &mut [T])> {
     let (r, rest) = pixels.split_at_mut(plane);
     let (g, b) = rest.split_at_mut(plane);
     let [r, g, b] = [r, g, b].map(|p| &mut p[rows.clone()]);
@@ -342,41 +327,190 @@ pub fn sam_preprocess(
         return Err(PreprocessError::EmptyImage { width, height });
     }
     let pad = cfg.pad_size as usize;
-    let plane = pad * pad;
-    let mean = cfg.mean.map(|m| m as f32);
-    let std = cfg.std.map(|s| s as f32);
-    // Resize, normalise and pad in one pass: resized rows go straight into the top-left block
-    // of the zero canvas.
-    let mut pixels = vec![0f32; 3 * plane];
-    let (h, w) = (rh as usize, rw as usize);
+    let normalisers: [ByteNormaliser; 3] = std::array::from_fn(|c| {
+        ByteNormaliser::shifted_scaled(cfg.mean[c] as f32, cfg.std[c] as f32)
+    });
     let region = Region {
         x0: 0,
         y0: 0,
-        width: w,
-        height: h,
+        width: rw as usize,
+        height: rh as usize,
     };
-    resize_rgb8_into(
-        image,
-        rw,
-        rh,
-        cfg.filter,
-        region,
-        plane_rows(&mut pixels, plane, 0..h * pad, pad),
-        |((r, g), b), planes| {
-            for (c, (dst, src)) in [r, g, b].into_iter().zip(planes).enumerate() {
-                // Contiguous rows: converts, subtracts and divides 4+ values at a time.
-                for (d, &v) in dst.iter_mut().zip(src) {
-                    *d = (f32::from(v) - mean[c]) / std[c];
-                }
-            }
-        },
-    );
+    let canvas = Canvas {
+        side: pad,
+        top: 0,
+        left: 0,
+        background: [0.0; 3],
+    };
+    let pixels = canvas.resized(image, (rw, rh), cfg.filter, region, &normalisers);
     Ok(SamInput {
         pixels,
         shape: [3, pad, pad],
         resized_hw: (rh, rw),
         original_hw: (height, width),
     })
+}
+
+/// A CHW canvas of three `side x side` planes holding a normalised image block with its top-left
+/// corner at (`top`, `left`); every other value is `background[channel]`.
+struct Canvas {
+    side: usize,
+    top: usize,
+    left: usize,
+    background: [f32; 3],
+}
+
+impl Canvas {
+    /// Resizes `image` to `size` (width, height), computes `region` of the result and writes it
+    /// normalised into the canvas block, in parallel rows.
+    ///
+    /// Every value is written exactly once: the canvas is not zero-filled first (at
+    /// 1024 x 1024 x 3, a fill costs as much as the normalisation).
+    ///
+    /// # Panics
+    /// If the block does not fit the canvas or `region` does not fit the resized image.
+    fn resized(
+        &self,
+        image: &RgbImage,
+        (width, height): (u32, u32),
+        filter: Filter,
+        region: Region,
+        normalisers: &[ByteNormaliser; 3],
+    ) -> Vec<f32> {
+        let side = self.side;
+        let (top, left, block_w, block_h) = (self.top, self.left, region.width, region.height);
+        assert!(
+            top + block_h <= side && left + block_w <= side,
+            "block inside the canvas"
+        );
+        let plane = side * side;
+        let mut pixels: Vec<f32> = Vec::with_capacity(3 * plane);
+        let values = &mut pixels.spare_capacity_mut()[..3 * plane];
+        // Rows above and below the block.
+        for (plane_values, &background) in values.chunks_exact_mut(plane).zip(&self.background) {
+            let (above, rest) = plane_values.split_at_mut(top * side);
+            for v in above.iter_mut().chain(&mut rest[block_h * side..]) {
+                v.write(background);
+            }
+        }
+        // The block's rows, whole: left margin, image, right margin.
+        let rows_written = AtomicUsize::new(0);
+        resize_rgb8_into(
+            image,
+            width,
+            height,
+            filter,
+            region,
+            plane_rows(values, plane, top * side..(top + block_h) * side, side),
+            |((r, g), b), planes| {
+                for (c, (row, src)) in [r, g, b].into_iter().zip(planes).enumerate() {
+                    assert_eq!(
+                        (row.len(), src.len()),
+                        (side, block_w),
+                        "one whole canvas row"
+                    );
+                    let (margin_left, rest) = row.split_at_mut(left);
+                    let (block, margin_right) = rest.split_at_mut(block_w);
+                    normalisers[c].row(src, block);
+                    for v in margin_left.iter_mut().chain(margin_right) {
+                        v.write(self.background[c]);
+                    }
+                }
+                rows_written.fetch_add(1, Ordering::Relaxed);
+            },
+        );
+        assert_eq!(
+            rows_written.into_inner(),
+            block_h,
+            "every block row was emitted"
+        );
+        // SAFETY: all `3 * plane` values are initialised: in each plane, the rows outside the
+        // block by the loop above, and each of the `block_h` block rows (all emitted: counted)
+        // in full by the sink: margins by its loop, the block by `ByteNormaliser::row`, which
+        // writes every value of its output (lengths asserted).
+        unsafe { pixels.set_len(3 * plane) };
+        pixels
+    }
+}
+
+/// The normalisation of byte values as the reference's float arithmetic computes it, one image
+/// row at a time: a table of the 256 results (exact by construction), or, for `(v - mean) /
+/// std` on CPUs with AVX2 and FMA, an 8-lane computation that was checked to give the table's
+/// bits for all 256 inputs.
+#[derive(Debug, Clone)]
+struct ByteNormaliser {
+    /// The normalised value of each byte.
+    table: [f32; 256],
+    /// `[mean, std, 1 / std]` when the FMA path is used.
+    fma: Option<[f32; 3]>,
+}
+
+impl ByteNormaliser {
+    /// `(v - mean) / std` in `f32` (segment-anything's normalisation on 0..255 values).
+    fn shifted_scaled(mean: f32, std: f32) -> Self {
+        let table = std::array::from_fn(|v| (v as f32 - mean) / std);
+        let reciprocal = 1.0 / std;
+        let exact = crate::simd::has_avx2_fma()
+            && (0..=255u8).all(|v| {
+                let q = quotient_by_reciprocal(f32::from(v) - mean, std, reciprocal);
+                q.to_bits() == table[usize::from(v)].to_bits()
+            });
+        Self {
+            table,
+            fma: exact.then_some([mean, std, reciprocal]),
+        }
+    }
+
+    /// `((v * rescale) as f32 - mean) / std`, the product in `f64` (`transformers`' rescale of a
+    /// uint8 array, then float32 normalisation).
+    fn rescaled(rescale: f64, mean: f32, std: f32) -> Self {
+        Self {
+            table: std::array::from_fn(|v| ((v as f64 * rescale) as f32 - mean) / std),
+            fma: None,
+        }
+    }
+
+    /// Writes the normalised value of every byte of `src` into `dst`.
+    ///
+    /// # Panics
+    /// If the lengths differ.
+    fn row(&self, src: &[u8], dst: &mut [MaybeUninit<f32>]) {
+        assert_eq!(src.len(), dst.len(), "one value per byte");
+        #[cfg(target_arch = "x86_64")]
+        if let Some([mean, std, reciprocal]) = self.fma {
+            // SAFETY: `fma` is only set when the CPU has AVX2 and FMA (`shifted_scaled`), the
+            // only requirement for calling a `#[target_feature(enable = "avx2,fma")]` function.
+            return unsafe { normalise_row_fma(src, mean, std, reciprocal, dst) };
+        }
+        for (d, &v) in dst.iter_mut().zip(src) {
+            d.write(self.table[usize::from(v)]);
+        }
+    }
+}
+
+/// `x / std` through the reciprocal: the fused multiply-add computes the residual
+/// `x - q * std` exactly, and one correction step rounds to the correctly rounded quotient
+/// (Markstein's theorem, for a correctly rounded reciprocal and no overflow or underflow).
+/// Multiplies and FMAs are much cheaper than vector divisions.
+#[inline(always)]
+fn quotient_by_reciprocal(x: f32, std: f32, reciprocal: f32) -> f32 {
+    let q = x * reciprocal;
+    let residual = (-q).mul_add(std, x);
+    residual.mul_add(reciprocal, q)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn normalise_row_fma(
+    src: &[u8],
+    mean: f32,
+    std: f32,
+    reciprocal: f32,
+    dst: &mut [MaybeUninit<f32>],
+) {
+    for (d, &v) in dst.iter_mut().zip(src) {
+        d.write(quotient_by_reciprocal(f32::from(v) - mean, std, reciprocal));
+    }
 }
 
 #[cfg(test)]
@@ -407,6 +541,33 @@ mod tests {
         assert_eq!(crop_axis(337, 336), (0, 0, 336)); // (337 - 336) // 2 == 0
         assert_eq!(crop_axis(339, 336), (1, 0, 336));
         assert_eq!(crop_axis(5, 8), (0, 2, 5)); // ceil(3 / 2)
+    }
+
+    #[test]
+    fn normalisation_matches_the_float_formula_bit_for_bit() {
+        let src: Vec<u8> = (0..=255).chain((0..=255).rev()).chain([7, 9, 11]).collect();
+        let sam = SamPreprocessConfig::inference_1024();
+        let presets = (0..3).map(|c| (sam.mean[c] as f32, sam.std[c] as f32));
+        for (mean, std) in presets.chain([(0.0, 1.0), (-3.5, 0.1), (0.5, 3.0)]) {
+            let mut out = vec![MaybeUninit::uninit(); src.len()];
+            ByteNormaliser::shifted_scaled(mean, std).row(&src, &mut out);
+            for (&v, o) in src.iter().zip(&out) {
+                // SAFETY: `row` wrote every value.
+                let o = unsafe { o.assume_init() };
+                assert_eq!(
+                    o.to_bits(),
+                    ((f32::from(v) - mean) / std).to_bits(),
+                    "{v} of ({mean}, {std})"
+                );
+            }
+        }
+        // The SAM statistics take the FMA path wherever the CPU has it.
+        if crate::simd::has_avx2_fma() {
+            for c in 0..3 {
+                let n = ByteNormaliser::shifted_scaled(sam.mean[c] as f32, sam.std[c] as f32);
+                assert!(n.fma.is_some(), "channel {c}");
+            }
+        }
     }
 
     #[test]
@@ -443,6 +604,37 @@ mod tests {
         let expected0 =
             ((255.0 * cfg.rescale_factor) as f32 - cfg.mean[0] as f32) / cfg.std[0] as f32;
         assert!(out.pixels[..28 * 28].iter().all(|&v| v == expected0));
+    }
+
+    #[test]
+    fn clip_crop_larger_than_the_image_centres_it_on_the_normalised_zero() {
+        // 20x10 -> shortest edge 8 gives 8x16; a 12x12 crop takes columns 2..14 and puts the
+        // 8 rows at canvas rows 2..10 (`ceil((12 - 8) / 2)`).
+        let img = RgbImage::from_fn(20, 10, |x, y| {
+            image::Rgb([(x * 12) as u8, (y * 25) as u8, 77])
+        });
+        let cfg = ClipPreprocessConfig::new(8, 12);
+        let out = clip_preprocess(&img, &cfg).unwrap();
+        let resized = crate::resample::resize_rgb8(&img, 16, 8, Filter::Bicubic);
+        let value = |v: u8, c: usize| {
+            ((f64::from(v) * cfg.rescale_factor) as f32 - cfg.mean[c] as f32) / cfg.std[c] as f32
+        };
+        for c in 0..3 {
+            for y in 0..12 {
+                for x in 0..12 {
+                    let expected = if (2..10).contains(&y) {
+                        value(resized.get_pixel(x as u32 + 2, y as u32 - 2)[c], c)
+                    } else {
+                        value(0, c)
+                    };
+                    assert_eq!(
+                        out.pixels[c * 144 + y * 12 + x],
+                        expected,
+                        "c {c} y {y} x {x}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -156,7 +156,7 @@ fn check_polygon(
     height: usize,
     width: usize,
 ) -> Result<(), PolygonError> {
-    if poly.len() % 2 != 0 {
+    if !poly.len().is_multiple_of(2) {
         return Err(PolygonError::OddCoordinateCount { len: poly.len() });
     }
     if poly.len() < min_len {
@@ -240,10 +240,9 @@ pub fn coco_polygons(polys: &[Vec<f64>], height: usize, width: usize) -> Result<
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mut mask = Mask::zeros(height, width);
-    for rle in rles {
-        // Same size by construction.
-        mask.union_with(&rle.to_mask())
-            .expect("per-polygon masks share the image size");
+    for rle in &rles {
+        // Every RLE is `height x width` by construction.
+        rle.paint(&mut mask);
     }
     Ok(mask)
 }
@@ -498,7 +497,8 @@ fn clip_line(width: i64, height: i64, p1: &mut Point, p2: &mut Point) -> bool {
 fn draw_line(mask: &mut Mask, mut p1: Point, mut p2: Point) {
     let (width, height) = (mask.width() as i64, mask.height() as i64);
     let inside = |(x, y): Point| (0..width).contains(&x) && (0..height).contains(&y);
-    if !(inside(p1) && inside(p2)) && !clip_line(width, height, &mut p1, &mut p2) {
+    let visible = (inside(p1) && inside(p2)) || clip_line(width, height, &mut p1, &mut p2);
+    if !visible {
         return;
     }
     let mut dx = p2.0 - p1.0;
@@ -958,7 +958,7 @@ mod tests {
                 .map(|_| -1.2 * m + next() * (3.4 * m + 1.0))
                 .collect();
             let _ = coco_polygon(&poly, h, w);
-            let _ = cv2_fill_poly(&[poly.clone()], h, w);
+            let _ = cv2_fill_poly(std::slice::from_ref(&poly), h, w);
             let mut mask = Mask::zeros(h, w);
             let _ = cv2_fill_poly_call(&mut mask, &[poly.clone(), poly]);
         }

@@ -203,21 +203,41 @@ impl Rle {
 
     /// Decodes to a row-major mask (pycocotools `rleDecode`).
     pub fn to_mask(&self) -> Mask {
+        let mut mask = Mask::zeros(self.height, self.width);
+        self.paint(&mut mask);
+        mask
+    }
+
+    /// Sets every foreground pixel of this RLE in `mask` (a pixel-wise OR), walking each run
+    /// down its columns.
+    ///
+    /// # Panics
+    /// If `mask` is not `height x width`.
+    pub(crate) fn paint(&self, mask: &mut Mask) {
         let (height, width) = (self.height, self.width);
-        let mut data = vec![0u8; height * width];
+        assert_eq!(
+            (mask.height(), mask.width()),
+            (height, width),
+            "RLE and mask sizes"
+        );
         let mut index = 0usize; // column-major position
-        let mut value = 0u8;
+        let mut foreground = false;
         for &count in &self.counts {
-            if value == 1 {
-                for k in index..index + count as usize {
-                    data[(k % height) * width + k / height] = 1;
+            let count = count as usize;
+            if foreground {
+                // Counts sum to height * width (checked at construction), so runs stay inside.
+                let (mut col, mut row) = (index / height, index % height);
+                let mut left = count;
+                while left > 0 {
+                    let span = left.min(height - row);
+                    mask.fill_column(col, row, row + span);
+                    left -= span;
+                    (col, row) = (col + 1, 0);
                 }
             }
-            index += count as usize;
-            value ^= 1;
+            index += count;
+            foreground = !foreground;
         }
-        // Counts sum to height * width (checked at construction) and data holds only 0/1.
-        Mask::from_raw(height, width, data).expect("valid RLE decodes to a valid mask")
     }
 
     /// Mask height.

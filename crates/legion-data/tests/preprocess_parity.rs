@@ -385,7 +385,8 @@ fn jpeg_end_to_end_error_is_small() {
     let clip = clip_preprocess(&image, &ClipPreprocessConfig::clip_vit_l_336()).unwrap();
     let sam1024 = sam_preprocess(&image, &SamPreprocessConfig::inference_1024()).unwrap();
     let sam512 = sam_preprocess(&image, &SamPreprocessConfig::training_512()).unwrap();
-    let runs: [(&str, &[f32], usize, &PathEntry, (u32, u32)); 3] = [
+    type Run<'a> = (&'a str, &'a [f32], usize, &'a PathEntry, (u32, u32));
+    let runs: [Run; 3] = [
         ("clip336", &clip.pixels, 336, &e.clip336, (336, 336)),
         (
             "sam1024",

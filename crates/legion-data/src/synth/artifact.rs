@@ -273,10 +273,10 @@ fn structure_on(rng: &mut SplitMix64, scene: &Scene, k: usize) -> Option<Planned
                     at(0.65 * len, 0.45 * w),
                     at(-1.0, w / 2.0),
                 ];
-                if let Some(ring) = finish(&ring, s, over) {
-                    if polygons.iter().all(|q| disjoint(s as usize, q, &ring)) {
-                        polygons.push(ring);
-                    }
+                if let Some(ring) = finish(&ring, s, over)
+                    && polygons.iter().all(|q| disjoint(s as usize, q, &ring))
+                {
+                    polygons.push(ring);
                 }
             }
             let color = mix(part.color, [0.0; 3], 0.12);
@@ -397,10 +397,10 @@ fn distortion_on(rng: &mut SplitMix64, scene: &Scene, k: usize) -> Option<Planne
         } else {
             point_inside(rng, &part.rings)
         };
-        if let Some(ring) = finish(&blob(rng, c, r), s, over) {
-            if polygons.iter().all(|q| disjoint(s as usize, q, &ring)) {
-                polygons.push(ring);
-            }
+        if let Some(ring) = finish(&blob(rng, c, r), s, over)
+            && polygons.iter().all(|q| disjoint(s as usize, q, &ring))
+        {
+            polygons.push(ring);
         }
     }
     make(rng, &part.phrases, part.noun.clone(), polygons, effect)

@@ -97,7 +97,9 @@ pub(crate) fn segment(a: Pt, b: Pt, w: f64) -> Ring {
 /// so a simple polygon stays simple).
 pub(crate) fn clip_to_square(ring: &[Pt], size: f64) -> Ring {
     // Each edge of the window: inside test and intersection with the segment p->q.
-    let edges: [(fn(Pt, f64) -> bool, fn(Pt, Pt, f64) -> Pt); 4] = [
+    type Inside = fn(Pt, f64) -> bool;
+    type Crossing = fn(Pt, Pt, f64) -> Pt;
+    let edges: [(Inside, Crossing); 4] = [
         (|p, _| p.0 >= 0.0, |p, q, _| lerp_at_x(p, q, 0.0)),
         (|p, s| p.0 <= s, |p, q, s| lerp_at_x(p, q, s)),
         (|p, _| p.1 >= 0.0, |p, q, _| lerp_at_y(p, q, 0.0)),
@@ -258,7 +260,7 @@ mod tests {
     #[test]
     fn clipping_keeps_the_inside_and_cuts_at_the_border() {
         let clipped = clip_to_square(&rect(-2.0, 1.0, 3.0, 9.0), 4.0);
-        let (x0, y0, x1, y1) = bounds(&[clipped.clone()]);
+        let (x0, y0, x1, y1) = bounds(std::slice::from_ref(&clipped));
         assert_eq!((x0, y0, x1, y1), (0.0, 1.0, 3.0, 4.0));
         assert!((area(&clipped) - 9.0).abs() < 1e-12);
         assert!(clip_to_square(&rect(5.0, 5.0, 6.0, 6.0), 4.0).is_empty());

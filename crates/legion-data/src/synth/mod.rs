@@ -4,7 +4,7 @@
 //! CPU smoke training need something small that still has planted, *learnable* artifacts. This
 //! module draws simple images of the four SynthScars content types (human, animal, object,
 //! scene) on varied, mildly noisy backgrounds and plants artifacts of the three categories
-//! (structure, distortion, physics, see [`artifact`]) whose annotation polygons cover exactly the
+//! (structure, distortion, physics, see `synth::artifact`) whose annotation polygons cover exactly the
 //! altered pixels. It writes
 //!
 //! ```text
