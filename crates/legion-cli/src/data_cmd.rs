@@ -242,7 +242,7 @@ fn bar(count: usize, total: usize) -> String {
 }
 
 fn run_synth(args: SynthArgs) -> Result<ExitCode> {
-    use legion_data::synth::{SynthConfig, generate};
+    use legion_data::synth::{SynthConfig, generate_with_progress};
     if args.out.exists() && std::fs::read_dir(&args.out)?.next().is_some() && !args.force {
         anyhow::bail!(
             "{} is not empty; pass --force to write into it",
@@ -258,7 +258,7 @@ fn run_synth(args: SynthArgs) -> Result<ExitCode> {
         clean_fraction: args.clean_fraction.unwrap_or(defaults.clean_fraction),
         max_artifacts: args.max_artifacts.unwrap_or(defaults.max_artifacts),
     };
-    let report = generate(&args.out, &cfg)
+    let report = generate_with_progress(&args.out, &cfg, &Bar::default())
         .with_context(|| format!("generating into {}", args.out.display()))?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(ExitCode::SUCCESS)

@@ -106,6 +106,25 @@ fn a_run_killed_with_sigkill_resumes_to_the_same_weights() {
     let (a, b) = (load(&straight.join("final")), load(&killed.join("final")));
     let (diff, at) = max_abs_difference(&a.model, &b.model).unwrap();
     assert_eq!(diff, 0.0, "resumed weights differ at {at}");
+    // The resumed log has every step once (the steps the killed session logged after its last
+    // checkpoint were dropped), with the uninterrupted run's losses.
+    let logged = |dir: &std::path::Path| -> Vec<(u64, f64)> {
+        std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .filter_map(|line| {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                let train = v.get("train")?;
+                Some((train["step"].as_u64()?, train["loss"].as_f64()?))
+            })
+            .collect()
+    };
+    let (straight_log, resumed_log) = (logged(&straight), logged(&killed));
+    assert_eq!(
+        resumed_log.iter().map(|&(s, _)| s).collect::<Vec<_>>(),
+        (1..=steps as u64).collect::<Vec<_>>()
+    );
+    assert_eq!(resumed_log, straight_log);
     // And training did change the weights (the comparison is not vacuous).
     let init = legion_model::legion::LegionConfig::tiny()
         .init(&Device::flex())

@@ -272,7 +272,7 @@ pub fn train_detector(
     let loss_fn = CrossEntropyLossConfig::new().init(&autodiff);
     let mut sampler = EpochSampler::new(train_images.len(), config.run.seed);
     let per_step = config.run.batch_size as u64;
-    let mut metrics = crate::trainer::MetricsLog::open(&out_dir)?;
+    let mut metrics = crate::trainer::MetricsLog::open(&out_dir, state.step)?;
     let session = Instant::now();
     let first_step = state.step;
     observer.on_start(first_step, config.run.steps);
