@@ -140,6 +140,42 @@ pub fn compiled_backends() -> Vec<&'static str> {
     backends
 }
 
+/// Makes CPU float arithmetic flush subnormal numbers to zero (x86 FTZ + DAZ) on the calling
+/// thread and on every thread of rayon's global pool (which burn's `flex` backend computes on).
+///
+/// Why: once a trained model's mask logits saturate, `exp`/`sigmoid` produce subnormal floats,
+/// and x86 handles those ~100x slower: a tiny training run went from 1 s to 25 s per step.
+/// Subnormals (< 1.2e-38) carry no meaningful signal here. Call before any tensor work, once;
+/// returns `false` when the rayon pool already existed (its threads then keep their mode) or
+/// the CPU is not x86.
+pub fn flush_denormals() -> bool {
+    #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
+    {
+        // `_mm_setcsr` is deprecated in favour of inline assembly; it is still the plain way.
+        #[allow(deprecated)]
+        fn set_mode() {
+            #[cfg(target_arch = "x86")]
+            use std::arch::x86::{_mm_getcsr, _mm_setcsr};
+            #[cfg(target_arch = "x86_64")]
+            use std::arch::x86_64::{_mm_getcsr, _mm_setcsr};
+            // FTZ (bit 15) and DAZ (bit 6) of MXCSR.
+            // SAFETY: only the flush/zero mode bits change; SSE is baseline on these targets.
+            unsafe {
+                _mm_setcsr(_mm_getcsr() | 0x8040);
+            }
+        }
+        set_mode();
+        rayon::ThreadPoolBuilder::new()
+            .start_handler(|_| set_mode())
+            .build_global()
+            .is_ok()
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "x86")))]
+    {
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,41 +226,5 @@ mod tests {
         }
         assert!(DeviceSpec::Cpu.device().is_ok());
         assert!(compiled_backends().contains(&"cpu"));
-    }
-}
-
-/// Makes CPU float arithmetic flush subnormal numbers to zero (x86 FTZ + DAZ) on the calling
-/// thread and on every thread of rayon's global pool (which burn's `flex` backend computes on).
-///
-/// Why: once a trained model's mask logits saturate, `exp`/`sigmoid` produce subnormal floats,
-/// and x86 handles those ~100x slower: a tiny training run went from 1 s to 25 s per step.
-/// Subnormals (< 1.2e-38) carry no meaningful signal here. Call before any tensor work, once;
-/// returns `false` when the rayon pool already existed (its threads then keep their mode) or
-/// the CPU is not x86.
-pub fn flush_denormals() -> bool {
-    #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
-    {
-        // `_mm_setcsr` is deprecated in favour of inline assembly; it is still the plain way.
-        #[allow(deprecated)]
-        fn set_mode() {
-            #[cfg(target_arch = "x86")]
-            use std::arch::x86::{_mm_getcsr, _mm_setcsr};
-            #[cfg(target_arch = "x86_64")]
-            use std::arch::x86_64::{_mm_getcsr, _mm_setcsr};
-            // FTZ (bit 15) and DAZ (bit 6) of MXCSR.
-            // SAFETY: only the flush/zero mode bits change; SSE is baseline on these targets.
-            unsafe {
-                _mm_setcsr(_mm_getcsr() | 0x8040);
-            }
-        }
-        set_mode();
-        rayon::ThreadPoolBuilder::new()
-            .start_handler(|_| set_mode())
-            .build_global()
-            .is_ok()
-    }
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "x86")))]
-    {
-        false
     }
 }

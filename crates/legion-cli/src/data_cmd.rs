@@ -1,6 +1,6 @@
 //! `legion data ...`: check, stats, synth, import-folder.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -129,7 +129,7 @@ pub fn run(cmd: DataCommand) -> Result<ExitCode> {
 }
 
 fn checked(
-    dir: &PathBuf,
+    dir: &Path,
     splits: &[String],
     labels: &Option<PathBuf>,
     decode: bool,

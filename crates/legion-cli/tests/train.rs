@@ -122,7 +122,7 @@ fn a_run_killed_with_sigkill_resumes_to_the_same_weights() {
     let (straight_log, resumed_log) = (logged(&straight), logged(&killed));
     assert_eq!(
         resumed_log.iter().map(|&(s, _)| s).collect::<Vec<_>>(),
-        (1..=steps as u64).collect::<Vec<_>>()
+        (1..=steps).collect::<Vec<_>>()
     );
     assert_eq!(resumed_log, straight_log);
     // And training did change the weights (the comparison is not vacuous).

@@ -180,7 +180,7 @@ impl ClipVisionConfig {
     /// If `hidden_size` is not a multiple of `num_heads` or `patch_size` is 0 (invalid config).
     pub fn init(&self, device: &Device) -> ClipVisionTransformer {
         assert!(
-            self.patch_size > 0 && self.hidden_size % self.num_heads == 0,
+            self.patch_size > 0 && self.hidden_size.is_multiple_of(self.num_heads),
             "invalid CLIP vision config: {self:?}"
         );
         let norm = LayerNormConfig::new(self.hidden_size).with_epsilon(self.layer_norm_eps);
