@@ -59,6 +59,9 @@ enum Command {
     Detect(analyze_cmd::DetectArgs),
     /// Refine an image: detect artifacts, repaint them with a generator, detect again.
     Refine(refine_cmd::RefineArgs),
+    /// Generate from a prompt with a text-to-image model, let LEGION reflect on the image,
+    /// rewrite the prompt from the reflection, generate again.
+    Regenerate(refine_cmd::RegenerateArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -95,5 +98,6 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Infer(args) => analyze_cmd::run_infer_cmd(args),
         Command::Detect(args) => analyze_cmd::run_detect(args),
         Command::Refine(args) => refine_cmd::run(args),
+        Command::Regenerate(args) => refine_cmd::run_regenerate(args),
     }
 }

@@ -6,8 +6,17 @@
 //! legion refine image.png --checkpoint C --out refine/ \
 //!     --generator-cmd 'python scripts/refine/sdxl_inpaint.py --image {image} --mask {mask} --prompt {prompt} --out {out}'
 //! ```
+//!
+//! `legion regenerate`: the reference's regeneration mode (text-to-image -> LEGION's reflection
+//! -> rewritten prompt -> generate again); the loop is `legion_infer::regenerate`.
+//!
+//! ```text
+//! legion regenerate --prompt "a dog on a beach" --checkpoint C --out regen/ \
+//!     --t2i-cmd 'python sd35.py --prompt {prompt} --seed 42 --out {out}' \
+//!     --rewriter-cmd 'python ask_llm.py {instruction}' --scorer-cmd 'python hps.py {image}'
+//! ```
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -17,7 +26,11 @@ use legion_infer::generator::{
     BuiltinInpainter, CommandGenerator, CommandScorer, Generator, HttpGenerator,
 };
 use legion_infer::inpaint::InpaintConfig;
-use legion_infer::refine::{REFERENCE_PROMPT, RefineOptions, refine};
+use legion_infer::refine::{REFERENCE_PROMPT, RefineOptions, StopReason, refine};
+use legion_infer::regenerate::{
+    CommandRewriter, CommandTextToImage, PromptRewriter, RegenerateOptions, RuleRewriter,
+    regenerate,
+};
 
 use crate::analyze_cmd::ModelArgs;
 
@@ -116,23 +129,131 @@ pub fn run(args: RefineArgs) -> anyhow::Result<ExitCode> {
     println!("generator: {}", summary.generator);
     println!("round  artifacts  area_px  ratio%   score");
     for r in &summary.rounds {
-        println!(
-            "{:>5}  {:>9}  {:>7}  {:>6.2}  {}",
+        print_round(
             r.round,
             r.artifacts,
+            r.artifact_ratio,
             r.artifact_area,
-            100.0 * r.artifact_ratio,
-            r.external_score
-                .map(|s| format!("{s:.4}"))
-                .unwrap_or_else(|| "-".into())
+            r.external_score,
+            "",
         );
     }
-    println!(
-        "stopped: {:?}; best round {} -> {}",
+    print_outcome(
         summary.stop_reason,
         summary.best_round,
-        summary.final_image.display()
+        &summary.final_image,
+        &args.out,
     );
-    println!("records: {} (strip.png, report.html)", args.out.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `legion regenerate`.
+#[derive(Debug, Args)]
+pub struct RegenerateArgs {
+    /// The user's prompt.
+    #[arg(long)]
+    pub prompt: String,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Output folder (round_NN/, rounds.jsonl, summary.json, strip.png, report.html, final.png).
+    #[arg(long, default_value = "regenerate")]
+    pub out: PathBuf,
+    /// Most generations (the reference runs 3).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Text-to-image model: a shell command template with {prompt} {round} {out} (replaced by
+    /// shell-quoted values); it must write a PNG to {out}.
+    #[arg(long)]
+    pub t2i_cmd: String,
+    /// Prompt rewriter (an LLM): a shell command template with {instruction}; its stdout must
+    /// hold the new prompt between <START> and <END>. Default: the built-in rules (the user's
+    /// prompt plus `no <phrase>` per detected artifact).
+    #[arg(long)]
+    pub rewriter_cmd: Option<String>,
+    /// Most words of a rewritten prompt.
+    #[arg(long, default_value_t = 50)]
+    pub word_limit: usize,
+    /// Per-round image score (e.g. HPSv2.1; the best round is the highest score): shell command
+    /// template with {image}; its last stdout line must be a number.
+    #[arg(long)]
+    pub scorer_cmd: Option<String>,
+}
+
+/// Runs `legion regenerate`.
+pub fn run_regenerate(args: RegenerateArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.rounds > 0, "--rounds must be at least 1");
+    let mut analyzer = args.model.load()?;
+    let mut generator = CommandTextToImage {
+        template: args.t2i_cmd.clone(),
+    };
+    let mut rewriter: Box<dyn PromptRewriter> = match &args.rewriter_cmd {
+        Some(template) => Box::new(CommandRewriter {
+            template: template.clone(),
+        }),
+        None => Box::new(RuleRewriter),
+    };
+    let scorer = args.scorer_cmd.as_ref().map(|t| CommandScorer {
+        template: t.clone(),
+    });
+    let options = RegenerateOptions {
+        max_rounds: args.rounds,
+        word_limit: args.word_limit,
+    };
+    let summary = regenerate(
+        "generated.png",
+        &args.prompt,
+        &mut analyzer,
+        &mut generator,
+        rewriter.as_mut(),
+        scorer.as_ref(),
+        &options,
+        &args.out,
+    )
+    .with_context(|| format!("regenerating \"{}\"", args.prompt))?;
+    println!("generator: {}", summary.generator);
+    println!("rewriter: {}", summary.rewriter);
+    println!("round  artifacts  area_px  ratio%   score  prompt");
+    for r in &summary.rounds {
+        let (area, score) = (r.artifact_area, r.external_score);
+        print_round(
+            r.round,
+            r.artifacts,
+            r.artifact_ratio,
+            area,
+            score,
+            &r.prompt,
+        );
+    }
+    print_outcome(
+        summary.stop_reason,
+        summary.best_round,
+        &summary.final_image,
+        &args.out,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One row of a controller loop's round table.
+fn print_round(
+    round: usize,
+    artifacts: usize,
+    ratio: f64,
+    area: u64,
+    score: Option<f64>,
+    prompt: &str,
+) {
+    let score = score.map_or_else(|| "-".into(), |s| format!("{s:.4}"));
+    println!(
+        "{round:>5}  {artifacts:>9}  {area:>7}  {:>6.2}  {score:>6}  {prompt}",
+        100.0 * ratio
+    );
+}
+
+/// The closing lines of a controller loop's output.
+fn print_outcome(stop: StopReason, best_round: usize, final_image: &Path, out: &Path) {
+    println!(
+        "stopped: {stop:?}; best round {best_round} -> {}",
+        final_image.display()
+    );
+    println!("records: {} (strip.png, report.html)", out.display());
 }

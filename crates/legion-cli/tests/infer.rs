@@ -292,6 +292,41 @@ fn refine_records_every_round() {
     }
 }
 
+#[test]
+fn regenerate_records_every_round_with_the_rewritten_prompts() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = bundle(dir.path());
+    let out = dir.path().join("regenerate");
+    let stdout = run_ok(
+        legion()
+            .arg("regenerate")
+            .args(["--prompt", "a quiet street"])
+            .arg("--checkpoint")
+            .arg(&model)
+            .arg("--out")
+            .arg(&out)
+            .args(["--rounds", "2", "--max-new-tokens", "32"])
+            .arg("--t2i-cmd")
+            .arg(format!("cp '{}' {{out}}", test_image(0).display())),
+    );
+    assert!(stdout.contains("stopped:"), "{stdout}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let rounds = summary["rounds"].as_array().unwrap();
+    // The scripted model always reports its phrase, so both rounds run; the built-in rewriter
+    // adds it to the prompt.
+    assert_eq!(rounds.len(), 2);
+    assert_eq!(rounds[0]["prompt"], "a quiet street");
+    assert_eq!(
+        rounds[1]["prompt"],
+        format!("a quiet street, no {}", SCRIPTED_PHRASE.to_lowercase())
+    );
+    assert_eq!(summary["stop_reason"], "max_rounds");
+    for file in ["strip.png", "report.html", "final.png", "rounds.jsonl"] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+}
+
 fn http_request(address: &str, request: &[u8]) -> (u16, serde_json::Value) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(address).unwrap();

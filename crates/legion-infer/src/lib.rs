@@ -8,11 +8,14 @@
 //! - [`detect`]: image-level real/fake scores of `LegionForCls`.
 //! - [`refine`]: detect -> prompt -> repaint ([`generator`]: the built-in [`inpaint`]er, a
 //!   command template or an HTTP endpoint) -> detect again, every round recorded.
+//! - [`regenerate`]: text-to-image -> LEGION's reflection -> rewritten prompt -> generate
+//!   again (external text-to-image model and rewriter, or the built-in rule rewriter).
 //!
 //! ```text
 //! legion analyze IMAGE... --checkpoint runs/tiny/final --out analysis/ --html analysis/report.html
 //! legion infer --data data/synthscars-tiny --checkpoint runs/tiny/final --out pred/
 //! legion refine IMAGE --checkpoint runs/tiny/final --out refine/ --rounds 3
+//! legion regenerate --prompt "a dog on a beach" --t2i-cmd 'python sd35.py --prompt {prompt} --out {out}' --checkpoint C
 //! cargo test -p legion-infer
 //! ```
 
@@ -29,6 +32,7 @@ pub mod input;
 pub mod overlay;
 pub mod record;
 pub mod refine;
+pub mod regenerate;
 pub mod testing;
 
 pub use analyze::Analyzer;

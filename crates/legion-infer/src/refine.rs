@@ -152,7 +152,48 @@ impl RefineSummary {
     }
 }
 
-fn save_png(image: &RgbImage, path: &Path) -> Result<(), InferError> {
+/// One round's image analysed, with its records saved in the round's folder.
+pub(crate) struct AnalysedRound {
+    pub record: AnalysisRecord,
+    pub overlay: RgbImage,
+    pub external_score: Option<f64>,
+}
+
+/// Saves `image` as `<dir>/image.png`, analyses it and saves `analysis.json`, `mask.png` (the
+/// union of the artifact masks) and `overlay.png`; scores the image when a scorer is set.
+pub(crate) fn analyse_round(
+    detector: &mut dyn ArtifactDetector,
+    scorer: Option<&CommandScorer>,
+    name: &str,
+    image: &RgbImage,
+    dir: &Path,
+) -> Result<AnalysedRound, InferError> {
+    let image_path = dir.join("image.png");
+    save_png(image, &image_path)?;
+    let record = detector.detect(name, image)?;
+    let json_path = dir.join("analysis.json");
+    std::fs::write(
+        &json_path,
+        serde_json::to_string_pretty(&record).expect("records serialise"),
+    )
+    .map_err(|e| InferError::io(&json_path, e))?;
+    let mask_path = dir.join("mask.png");
+    record
+        .union_mask()
+        .to_gray_image(255)
+        .save(&mask_path)
+        .map_err(|e| InferError::image_write(&mask_path, e))?;
+    let overlay = render_analysis_overlay(image, &record);
+    save_png(&overlay, &dir.join("overlay.png"))?;
+    let external_score = scorer.map(|s| s.score(&image_path)).transpose()?;
+    Ok(AnalysedRound {
+        record,
+        overlay,
+        external_score,
+    })
+}
+
+pub(crate) fn save_png(image: &RgbImage, path: &Path) -> Result<(), InferError> {
     image
         .save(path)
         .map_err(|e| InferError::image_write(path, e))
@@ -200,24 +241,11 @@ pub fn refine(
         let dir_name = format!("round_{round:02}");
         let dir = out.join(&dir_name);
         std::fs::create_dir_all(&dir).map_err(|e| InferError::io(&dir, e))?;
-        let image_path = dir.join("image.png");
-        save_png(&current, &image_path)?;
-        let record = detector.detect(name, &current)?;
-        let json_path = dir.join("analysis.json");
-        std::fs::write(
-            &json_path,
-            serde_json::to_string_pretty(&record).expect("records serialise"),
-        )
-        .map_err(|e| InferError::io(&json_path, e))?;
-        let union = record.union_mask();
-        let mask_path = dir.join("mask.png");
-        union
-            .to_gray_image(255)
-            .save(&mask_path)
-            .map_err(|e| InferError::image_write(&mask_path, e))?;
-        let overlay = render_analysis_overlay(&current, &record);
-        save_png(&overlay, &dir.join("overlay.png"))?;
-        let external_score = scorer.map(|s| s.score(&image_path)).transpose()?;
+        let AnalysedRound {
+            record,
+            overlay,
+            external_score,
+        } = analyse_round(detector, scorer, name, &current, &dir)?;
         let ratio = record.artifact_area as f64 / pixels;
         tracing::info!(
             round,
@@ -315,28 +343,35 @@ pub fn refine(
         best_round,
         final_image,
     };
+    let areas = summary.rounds.iter().map(|r| (r.round, r.artifact_area));
+    let report = refine_report(&summary, &images, &overlays)?;
+    write_loop_records(out, &overlays, areas, &report, &summary)?;
+    Ok(summary)
+}
+
+/// Writes a controller loop's closing records under `out`: `strip.png` (the rounds' overlays
+/// side by side, captioned `round k: <area> px` from `areas`), `report.html` and
+/// `summary.json`.
+pub(crate) fn write_loop_records(
+    out: &Path,
+    overlays: &[RgbImage],
+    areas: impl Iterator<Item = (usize, u64)>,
+    report_html: &str,
+    summary: &impl Serialize,
+) -> Result<(), InferError> {
     let panels: Vec<(RgbImage, String)> = overlays
         .iter()
-        .zip(&summary.rounds)
-        .map(|(o, r)| {
-            (
-                o.clone(),
-                format!("round {}: {} px", r.round, r.artifact_area),
-            )
-        })
+        .zip(areas)
+        .map(|(o, (round, area))| (o.clone(), format!("round {round}: {area} px")))
         .collect();
     save_png(&side_by_side(&panels), &out.join("strip.png"))?;
-    crate::html::write_html(
-        &out.join("report.html"),
-        &refine_report(&summary, &images, &overlays)?,
-    )?;
+    crate::html::write_html(&out.join("report.html"), report_html)?;
     let summary_path = out.join("summary.json");
     std::fs::write(
         &summary_path,
-        serde_json::to_string_pretty(&summary).expect("summary serialises"),
+        serde_json::to_string_pretty(summary).expect("summary serialises"),
     )
-    .map_err(|e| InferError::io(&summary_path, e))?;
-    Ok(summary)
+    .map_err(|e| InferError::io(&summary_path, e))
 }
 
 /// The self-contained HTML page of a refinement: one column per round (image, overlay,

@@ -7,11 +7,15 @@ use burn::tensor::Device;
 use image::RgbImage;
 use legion_data::mask::Mask;
 use legion_infer::analyze::{Analyzer, file_stem, write_analysis};
+use legion_infer::generator::CommandScorer;
 use legion_infer::generator::{BuiltinInpainter, CommandGenerator, HttpGenerator};
 use legion_infer::html::{ReportEntry, analysis_report};
 use legion_infer::infer::{InferOptions, run_infer};
 use legion_infer::record::{AnalysisRecord, artifact_record, finalize_area};
 use legion_infer::refine::{ArtifactDetector, RefineOptions, StopReason, refine};
+use legion_infer::regenerate::{
+    CommandRewriter, CommandTextToImage, RegenerateOptions, RuleRewriter, TextToImage, regenerate,
+};
 use legion_infer::testing::{
     SCRIPTED_EXPLANATION, SCRIPTED_PHRASE, scripted_bundle, tiny_detector,
 };
@@ -438,6 +442,145 @@ fn refine_runs_with_the_tiny_model_as_detector() {
         summary.rounds[0].repaints[0]
             .prompt
             .contains(SCRIPTED_EXPLANATION)
+    );
+}
+
+/// FAKE text-to-image model: the red-square picture, without its squares once the prompt
+/// asks for `no red blob`; it records the prompts it was given.
+struct PromptSensitivePainter {
+    prompts: Vec<String>,
+}
+
+impl TextToImage for PromptSensitivePainter {
+    fn describe(&self) -> String {
+        "fake painter".into()
+    }
+
+    fn generate(
+        &mut self,
+        prompt: &str,
+        _round: usize,
+        _workdir: &Path,
+    ) -> Result<RgbImage, InferError> {
+        self.prompts.push(prompt.to_string());
+        let mut image = red_square_image();
+        if prompt.contains("no red blob") {
+            for p in image.pixels_mut().filter(|p| is_red(p)) {
+                *p = image::Rgb([120, 120, 120]);
+            }
+        }
+        Ok(image)
+    }
+}
+
+#[test]
+fn regenerate_rewrites_the_prompt_from_the_reflection_until_the_image_is_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut painter = PromptSensitivePainter {
+        prompts: Vec::new(),
+    };
+    let summary = regenerate(
+        "generated.png",
+        "a grey gradient",
+        &mut LargestRedBlobDetector,
+        &mut painter,
+        &mut RuleRewriter,
+        None,
+        &RegenerateOptions::default(),
+        dir.path(),
+    )
+    .unwrap();
+    assert_eq!(
+        painter.prompts,
+        ["a grey gradient", "a grey gradient, no red blob"]
+    );
+    assert_eq!(summary.rounds.len(), 2);
+    assert_eq!(
+        summary.rounds[0].reflection,
+        "red blob: The colour is saturated red"
+    );
+    assert_eq!(summary.rounds[0].artifact_area, 400);
+    assert_eq!(summary.rounds[1].artifact_area, 0);
+    assert_eq!(summary.rounds[1].reflection, "");
+    assert_eq!(summary.stop_reason, StopReason::NoArtifact);
+    assert_eq!(summary.best_round, 2);
+    let best = image::open(&summary.final_image).unwrap().to_rgb8();
+    assert_eq!(best.pixels().filter(|p| is_red(p)).count(), 0);
+    let jsonl = std::fs::read_to_string(dir.path().join("rounds.jsonl")).unwrap();
+    assert_eq!(jsonl.lines().count(), 2);
+    for round in &summary.rounds {
+        for file in ["image.png", "mask.png", "overlay.png", "analysis.json"] {
+            assert!(
+                dir.path().join(&round.dir).join(file).is_file(),
+                "{} {file}",
+                round.dir
+            );
+        }
+    }
+    let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    assert!(html.contains("a grey gradient, no red blob"));
+    assert_eq!(html.matches("data:image/png;base64,").count(), 4);
+}
+
+#[test]
+fn regenerate_with_external_commands_keeps_k_rounds_and_picks_the_best_score() {
+    let dir = tempfile::tempdir().unwrap();
+    let picture = dir.path().join("picture.png");
+    red_square_image().save(&picture).unwrap();
+    // The "model" copies a fixed picture, the "LLM" answers a fixed prompt after some chatter,
+    // the scorer prefers later rounds (its score is the round folder's number).
+    let mut generator = CommandTextToImage {
+        template: format!("cp '{}' {{out}}", picture.display()),
+    };
+    let mut rewriter = CommandRewriter {
+        template: "printf 'considering %s\\n' {instruction} >/dev/null; echo '<START> a tidy scene, sharp <END>'".into(),
+    };
+    let scorer = CommandScorer {
+        template: "basename \"$(dirname {image})\" | tr -dc 0-9".into(),
+    };
+    let summary = regenerate(
+        "generated.png",
+        "a scene",
+        &mut FixedDetector,
+        &mut generator,
+        &mut rewriter,
+        Some(&scorer),
+        &RegenerateOptions {
+            max_rounds: 3,
+            ..RegenerateOptions::default()
+        },
+        dir.path(),
+    )
+    .unwrap();
+    let prompts: Vec<&str> = summary.rounds.iter().map(|r| r.prompt.as_str()).collect();
+    assert_eq!(
+        prompts,
+        ["a scene", "a tidy scene, sharp", "a tidy scene, sharp"]
+    );
+    assert_eq!(summary.stop_reason, StopReason::MaxRounds);
+    let scores: Vec<Option<f64>> = summary.rounds.iter().map(|r| r.external_score).collect();
+    assert_eq!(scores, [Some(1.0), Some(2.0), Some(3.0)]);
+    assert_eq!(summary.best_round, 3);
+
+    // A rewriter that answers without the markers fails the run, naming the problem.
+    let mut silent = CommandRewriter {
+        template: "echo 'I cannot help'".into(),
+    };
+    let err = regenerate(
+        "generated.png",
+        "a scene",
+        &mut FixedDetector,
+        &mut generator,
+        &mut silent,
+        None,
+        &RegenerateOptions::default(),
+        &dir.path().join("silent"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("<START>") && err.contains("I cannot help"),
+        "{err}"
     );
 }
 
