@@ -26,7 +26,7 @@ use legion_infer::generator::{
     BuiltinInpainter, CommandGenerator, CommandScorer, Generator, HttpGenerator,
 };
 use legion_infer::inpaint::InpaintConfig;
-use legion_infer::refine::{REFERENCE_PROMPT, RefineOptions, StopReason, refine};
+use legion_infer::refine::{REFERENCE_PROMPT, RefineOptions, RoundFindings, StopReason, refine};
 use legion_infer::regenerate::{
     CommandRewriter, CommandTextToImage, PromptRewriter, RegenerateOptions, RuleRewriter,
     regenerate,
@@ -129,14 +129,7 @@ pub fn run(args: RefineArgs) -> anyhow::Result<ExitCode> {
     println!("generator: {}", summary.generator);
     println!("round  artifacts  area_px  ratio%   score");
     for r in &summary.rounds {
-        print_round(
-            r.round,
-            r.artifacts,
-            r.artifact_ratio,
-            r.artifact_area,
-            r.external_score,
-            "",
-        );
+        print_round(r.round, &r.findings, "");
     }
     print_outcome(
         summary.stop_reason,
@@ -214,15 +207,7 @@ pub fn run_regenerate(args: RegenerateArgs) -> anyhow::Result<ExitCode> {
     println!("rewriter: {}", summary.rewriter);
     println!("round  artifacts  area_px  ratio%   score  prompt");
     for r in &summary.rounds {
-        let (area, score) = (r.artifact_area, r.external_score);
-        print_round(
-            r.round,
-            r.artifacts,
-            r.artifact_ratio,
-            area,
-            score,
-            &r.prompt,
-        );
+        print_round(r.round, &r.findings, &r.prompt);
     }
     print_outcome(
         summary.stop_reason,
@@ -234,18 +219,15 @@ pub fn run_regenerate(args: RegenerateArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// One row of a controller loop's round table.
-fn print_round(
-    round: usize,
-    artifacts: usize,
-    ratio: f64,
-    area: u64,
-    score: Option<f64>,
-    prompt: &str,
-) {
-    let score = score.map_or_else(|| "-".into(), |s| format!("{s:.4}"));
+fn print_round(round: usize, findings: &RoundFindings, prompt: &str) {
+    let score = findings
+        .external_score
+        .map_or_else(|| "-".into(), |s| format!("{s:.4}"));
     println!(
-        "{round:>5}  {artifacts:>9}  {area:>7}  {:>6.2}  {score:>6}  {prompt}",
-        100.0 * ratio
+        "{round:>5}  {:>9}  {:>7}  {:>6.2}  {score:>6}  {prompt}",
+        findings.artifacts,
+        findings.artifact_area,
+        100.0 * findings.artifact_ratio
     );
 }
 

@@ -114,6 +114,16 @@ pub struct RoundRecord {
     pub round: usize,
     /// The round's folder, relative to the output folder.
     pub dir: String,
+    /// What was found in the round's image.
+    #[serde(flatten)]
+    pub findings: RoundFindings,
+    /// Repaints made from this round's analysis (empty on the last round).
+    pub repaints: Vec<RepaintRecord>,
+}
+
+/// What the detector (and the scorer) found in one round's image of a controller loop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundFindings {
     /// Union of the detected artifact masks, in pixels.
     pub artifact_area: u64,
     /// `artifact_area` / image pixels.
@@ -122,10 +132,8 @@ pub struct RoundRecord {
     pub artifacts: usize,
     /// The detected phrases.
     pub phrases: Vec<String>,
-    /// The external score of the round's image, when a scorer is set.
+    /// The external score of the image, when a scorer is set.
     pub external_score: Option<f64>,
-    /// Repaints made from this round's analysis (empty on the last round).
-    pub repaints: Vec<RepaintRecord>,
 }
 
 /// What [`refine`] did.
@@ -148,7 +156,10 @@ pub struct RefineSummary {
 impl RefineSummary {
     /// The artifact area of every round.
     pub fn areas(&self) -> Vec<u64> {
-        self.rounds.iter().map(|r| r.artifact_area).collect()
+        self.rounds
+            .iter()
+            .map(|r| r.findings.artifact_area)
+            .collect()
     }
 }
 
@@ -156,7 +167,7 @@ impl RefineSummary {
 pub(crate) struct AnalysedRound {
     pub record: AnalysisRecord,
     pub overlay: RgbImage,
-    pub external_score: Option<f64>,
+    pub findings: RoundFindings,
 }
 
 /// Saves `image` as `<dir>/image.png`, analyses it and saves `analysis.json`, `mask.png` (the
@@ -186,10 +197,18 @@ pub(crate) fn analyse_round(
     let overlay = render_analysis_overlay(image, &record);
     save_png(&overlay, &dir.join("overlay.png"))?;
     let external_score = scorer.map(|s| s.score(&image_path)).transpose()?;
+    let pixels = (image.width() as f64 * image.height() as f64).max(1.0);
+    let findings = RoundFindings {
+        artifact_area: record.artifact_area,
+        artifact_ratio: record.artifact_area as f64 / pixels,
+        artifacts: record.artifacts.len(),
+        phrases: record.artifacts.iter().map(|a| a.label()).collect(),
+        external_score,
+    };
     Ok(AnalysedRound {
         record,
         overlay,
-        external_score,
+        findings,
     })
 }
 
@@ -229,7 +248,6 @@ pub fn refine(
     let rounds_path = out.join("rounds.jsonl");
     let mut rounds_file =
         std::fs::File::create(&rounds_path).map_err(|e| InferError::io(&rounds_path, e))?;
-    let pixels = (image.width() as f64 * image.height() as f64).max(1.0);
     let mut current = image.clone();
     let mut rounds: Vec<RoundRecord> = Vec::new();
     let mut overlays: Vec<RgbImage> = Vec::new();
@@ -244,9 +262,9 @@ pub fn refine(
         let AnalysedRound {
             record,
             overlay,
-            external_score,
+            findings,
         } = analyse_round(detector, scorer, name, &current, &dir)?;
-        let ratio = record.artifact_area as f64 / pixels;
+        let ratio = findings.artifact_ratio;
         tracing::info!(
             round,
             area = record.artifact_area,
@@ -257,15 +275,11 @@ pub fn refine(
         let mut entry = RoundRecord {
             round,
             dir: dir_name,
-            artifact_area: record.artifact_area,
-            artifact_ratio: ratio,
-            artifacts: record.artifacts.len(),
-            phrases: record.artifacts.iter().map(|a| a.label()).collect(),
-            external_score,
+            findings,
             repaints: Vec::new(),
         };
         if let Some(previous) = rounds.last() {
-            if previous.artifact_ratio - ratio > options.min_improvement {
+            if previous.findings.artifact_ratio - ratio > options.min_improvement {
                 stale = 0;
             } else {
                 stale += 1;
@@ -330,7 +344,7 @@ pub fn refine(
 
     let best_round = rounds
         .iter()
-        .min_by_key(|r| (r.artifact_area, r.round))
+        .min_by_key(|r| (r.findings.artifact_area, r.round))
         .map(|r| r.round)
         .unwrap_or(0);
     let final_image = out.join("final.png");
@@ -343,7 +357,10 @@ pub fn refine(
         best_round,
         final_image,
     };
-    let areas = summary.rounds.iter().map(|r| (r.round, r.artifact_area));
+    let areas = summary
+        .rounds
+        .iter()
+        .map(|r| (r.round, r.findings.artifact_area));
     let report = refine_report(&summary, &images, &overlays)?;
     write_loop_records(out, &overlays, areas, &report, &summary)?;
     Ok(summary)
@@ -374,6 +391,31 @@ pub(crate) fn write_loop_records(
     .map_err(|e| InferError::io(&summary_path, e))
 }
 
+/// A round's image and overlay as two HTML figures, the overlay captioned with the findings.
+///
+/// # Errors
+/// [`InferError::ImageWrite`] when an image cannot be encoded.
+pub(crate) fn round_figures(
+    round: usize,
+    image: &RgbImage,
+    overlay: &RgbImage,
+    findings: &RoundFindings,
+) -> Result<String, InferError> {
+    let score = findings
+        .external_score
+        .map(|s| format!(", score {s:.4}"))
+        .unwrap_or_default();
+    Ok(format!(
+        "<figure><img class=\"round-image\" alt=\"round {round}\" src=\"{}\"><figcaption>image</figcaption></figure>\n\
+         <figure><img class=\"overlay\" alt=\"round {round} overlay\" src=\"{}\"><figcaption>{} artifact(s), {} px ({:.2}%){score}</figcaption></figure>\n",
+        png_data_uri(&thumbnail(image), "round image")?,
+        png_data_uri(&thumbnail(overlay), "round overlay")?,
+        findings.artifacts,
+        findings.artifact_area,
+        100.0 * findings.artifact_ratio,
+    ))
+}
+
 /// The self-contained HTML page of a refinement: one column per round (image, overlay,
 /// area, score, prompts).
 ///
@@ -391,19 +433,9 @@ pub fn refine_report(
         summary.best_round
     );
     for ((round, image), overlay) in summary.rounds.iter().zip(images).zip(overlays) {
-        let score = round
-            .external_score
-            .map(|s| format!(", score {s:.4}"))
-            .unwrap_or_default();
         body.push_str(&format!(
-            "<div class=\"card round\" data-round=\"{r}\">\n<h2>Round {r}</h2>\n\
-             <figure><img class=\"round-image\" alt=\"round {r}\" src=\"{}\"><figcaption>image</figcaption></figure>\n\
-             <figure><img class=\"overlay\" alt=\"round {r} overlay\" src=\"{}\"><figcaption>{} artifact(s), {} px ({:.2}%){score}</figcaption></figure>\n",
-            png_data_uri(&thumbnail(image), "round image")?,
-            png_data_uri(&thumbnail(overlay), "round overlay")?,
-            round.artifacts,
-            round.artifact_area,
-            100.0 * round.artifact_ratio,
+            "<div class=\"card round\" data-round=\"{r}\">\n<h2>Round {r}</h2>\n{}",
+            round_figures(round.round, image, overlay, &round.findings)?,
             r = round.round,
         ));
         if !round.repaints.is_empty() {

@@ -30,10 +30,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::InferError;
 use crate::generator::{CommandScorer, fill_template, run_shell};
-use crate::html::{escape, page, png_data_uri, thumbnail};
+use crate::html::{escape, page};
 use crate::record::AnalysisRecord;
 use crate::refine::{
-    AnalysedRound, ArtifactDetector, StopReason, analyse_round, save_png, write_loop_records,
+    AnalysedRound, ArtifactDetector, RoundFindings, StopReason, analyse_round, round_figures,
+    save_png, write_loop_records,
 };
 
 /// Makes an image from a text prompt.
@@ -257,16 +258,9 @@ pub struct RegenerationRound {
     pub prompt: String,
     /// LEGION's reflection on the image ([`reflection`]).
     pub reflection: String,
-    /// Union of the detected artifact masks, in pixels.
-    pub artifact_area: u64,
-    /// `artifact_area` / image pixels.
-    pub artifact_ratio: f64,
-    /// Number of detected artifacts.
-    pub artifacts: usize,
-    /// The detected phrases.
-    pub phrases: Vec<String>,
-    /// The external score of the image, when a scorer is set.
-    pub external_score: Option<f64>,
+    /// What was found in the image.
+    #[serde(flatten)]
+    pub findings: RoundFindings,
 }
 
 /// What [`regenerate`] did.
@@ -334,24 +328,19 @@ pub fn regenerate(
         let AnalysedRound {
             record,
             overlay,
-            external_score,
+            findings,
         } = analyse_round(detector, scorer, name, &image, &dir)?;
-        let pixels = (image.width() as f64 * image.height() as f64).max(1.0);
         let entry = RegenerationRound {
             round,
             dir: dir_name,
             prompt: prompt.clone(),
             reflection: reflection(&record),
-            artifact_area: record.artifact_area,
-            artifact_ratio: record.artifact_area as f64 / pixels,
-            artifacts: record.artifacts.len(),
-            phrases: record.artifacts.iter().map(|a| a.label()).collect(),
-            external_score,
+            findings,
         };
         tracing::info!(
             round,
-            area = entry.artifact_area,
-            score = ?entry.external_score,
+            area = entry.findings.artifact_area,
+            score = ?entry.findings.external_score,
             "regeneration round analysed"
         );
         writeln!(
@@ -360,7 +349,7 @@ pub fn regenerate(
             serde_json::to_string(&entry).expect("round records serialise")
         )
         .map_err(|e| InferError::io(&rounds_path, e))?;
-        let clean = entry.artifacts == 0;
+        let clean = entry.findings.artifacts == 0;
         rounds.push(entry);
         images.push(image);
         overlays.push(overlay);
@@ -384,7 +373,10 @@ pub fn regenerate(
         stop_reason,
         final_image,
     };
-    let areas = summary.rounds.iter().map(|r| (r.round, r.artifact_area));
+    let areas = summary
+        .rounds
+        .iter()
+        .map(|r| (r.round, r.findings.artifact_area));
     let report = regeneration_report(&summary, &images, &overlays)?;
     write_loop_records(out, &overlays, areas, &report, &summary)?;
     Ok(summary)
@@ -394,18 +386,20 @@ pub fn regenerate(
 fn best_round(rounds: &[RegenerationRound]) -> usize {
     let by_area = || {
         (0..rounds.len())
-            .min_by_key(|&i| (rounds[i].artifact_area, i))
+            .min_by_key(|&i| (rounds[i].findings.artifact_area, i))
             .unwrap_or(0)
     };
-    if rounds.iter().any(|r| r.external_score.is_none()) {
+    let score = |i: usize| rounds[i].findings.external_score;
+    if (0..rounds.len()).any(|i| score(i).is_none()) {
         return by_area();
     }
     // Highest score, earliest on ties (`max_by` keeps the last maximum, so scan in reverse).
     (0..rounds.len())
         .rev()
         .max_by(|&a, &b| {
-            let (sa, sb) = (rounds[a].external_score, rounds[b].external_score);
-            sa.partial_cmp(&sb).unwrap_or(std::cmp::Ordering::Equal)
+            score(a)
+                .partial_cmp(&score(b))
+                .unwrap_or(std::cmp::Ordering::Equal)
         })
         .unwrap_or_else(by_area)
 }
@@ -430,10 +424,6 @@ pub fn regeneration_report(
         summary.best_round
     );
     for ((round, image), overlay) in summary.rounds.iter().zip(images).zip(overlays) {
-        let score = round
-            .external_score
-            .map(|s| format!(", score {s:.4}"))
-            .unwrap_or_default();
         let reflection = if round.reflection.is_empty() {
             "no artifact found".to_string()
         } else {
@@ -441,16 +431,9 @@ pub fn regeneration_report(
         };
         body.push_str(&format!(
             "<div class=\"card round\" data-round=\"{r}\">\n<h2>Round {r}</h2>\n\
-             <p class=\"prompt\">{}</p>\n\
-             <figure><img class=\"round-image\" alt=\"round {r}\" src=\"{}\"><figcaption>image</figcaption></figure>\n\
-             <figure><img class=\"overlay\" alt=\"round {r} overlay\" src=\"{}\"><figcaption>{} artifact(s), {} px ({:.2}%){score}</figcaption></figure>\n\
-             <p class=\"reflection\">{reflection}</p>\n</div>\n",
+             <p class=\"prompt\">{}</p>\n{}<p class=\"reflection\">{reflection}</p>\n</div>\n",
             escape(&round.prompt),
-            png_data_uri(&thumbnail(image), "round image")?,
-            png_data_uri(&thumbnail(overlay), "round overlay")?,
-            round.artifacts,
-            round.artifact_area,
-            100.0 * round.artifact_ratio,
+            round_figures(round.round, image, overlay, &round.findings)?,
             r = round.round,
         ));
     }

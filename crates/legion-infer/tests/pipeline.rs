@@ -405,7 +405,7 @@ fn refine_stops_at_k_rounds_or_when_nothing_improves() {
     .unwrap();
     assert_eq!(summary.stop_reason, StopReason::NoImprovement);
     assert_eq!(summary.areas(), vec![16, 16, 16]);
-    assert_eq!(summary.rounds[0].external_score, Some(0.25));
+    assert_eq!(summary.rounds[0].findings.external_score, Some(0.25));
     // Empty explanation: the phrase stands in.
     assert!(
         summary.rounds[0].repaints[0]
@@ -436,8 +436,11 @@ fn refine_runs_with_the_tiny_model_as_detector() {
     )
     .unwrap();
     assert!(!summary.rounds.is_empty());
-    assert_eq!(summary.rounds[0].phrases, vec![SCRIPTED_PHRASE.to_string()]);
-    assert!(summary.rounds[0].artifact_area > 0);
+    assert_eq!(
+        summary.rounds[0].findings.phrases,
+        vec![SCRIPTED_PHRASE.to_string()]
+    );
+    assert!(summary.rounds[0].findings.artifact_area > 0);
     assert!(
         summary.rounds[0].repaints[0]
             .prompt
@@ -499,8 +502,8 @@ fn regenerate_rewrites_the_prompt_from_the_reflection_until_the_image_is_clean()
         summary.rounds[0].reflection,
         "red blob: The colour is saturated red"
     );
-    assert_eq!(summary.rounds[0].artifact_area, 400);
-    assert_eq!(summary.rounds[1].artifact_area, 0);
+    assert_eq!(summary.rounds[0].findings.artifact_area, 400);
+    assert_eq!(summary.rounds[1].findings.artifact_area, 0);
     assert_eq!(summary.rounds[1].reflection, "");
     assert_eq!(summary.stop_reason, StopReason::NoArtifact);
     assert_eq!(summary.best_round, 2);
@@ -558,7 +561,11 @@ fn regenerate_with_external_commands_keeps_k_rounds_and_picks_the_best_score() {
         ["a scene", "a tidy scene, sharp", "a tidy scene, sharp"]
     );
     assert_eq!(summary.stop_reason, StopReason::MaxRounds);
-    let scores: Vec<Option<f64>> = summary.rounds.iter().map(|r| r.external_score).collect();
+    let scores: Vec<Option<f64>> = summary
+        .rounds
+        .iter()
+        .map(|r| r.findings.external_score)
+        .collect();
     assert_eq!(scores, [Some(1.0), Some(2.0), Some(3.0)]);
     assert_eq!(summary.best_round, 3);
 
