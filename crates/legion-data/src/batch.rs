@@ -70,17 +70,14 @@ fn stacked<'a>(
     device: &Device,
 ) -> Tensor<4> {
     let count = images.len();
-    let mut shape = None;
-    let mut data = Vec::new();
+    let mut images = images.peekable();
+    let &(first, shape) = images.peek().expect("at least one image");
+    let mut data = Vec::with_capacity(count * first.len());
     for (pixels, image_shape) in images {
-        if shape.is_none() {
-            data.reserve_exact(count * pixels.len());
-        }
-        let first = *shape.get_or_insert(image_shape);
-        assert_eq!(first, image_shape, "samples preprocessed with one config");
+        assert_eq!(image_shape, shape, "samples preprocessed with one config");
         data.extend_from_slice(pixels);
     }
-    let [c, h, w] = shape.expect("at least one image");
+    let [c, h, w] = shape;
     Tensor::from_data(TensorData::new(data, [count, c, h, w]), device)
 }
 

@@ -9,9 +9,6 @@
 //! legion data check data/synthscars-tiny
 //! ```
 
-#[macro_use]
-mod simd;
-
 pub mod error;
 pub mod fsutil;
 pub mod labels;
@@ -33,6 +30,7 @@ pub mod preprocess;
 pub mod raster;
 pub mod resample;
 pub mod rle;
+mod simd;
 
 pub use batch::{LegionBatch, LegionBatcher};
 pub use dataset::{OpenOptions, Sample, SampleConfig, SynthScarsDataset, SynthScarsSplit};

@@ -23,13 +23,12 @@
 //! Everything here is plain CPU code on `Vec<f32>` in CHW order; [`ClipInput::to_tensor`] and
 //! [`SamInput::to_tensor`] wrap the result as a burn tensor for the batcher.
 
-use burn::config::Config;
-use burn::tensor::{Device, Tensor, TensorData};
-use image::RgbImage;
-
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use burn::config::Config;
+use burn::tensor::{Device, Tensor, TensorData};
+use image::RgbImage;
 use rayon::prelude::*;
 
 use crate::resample::{Filter, Region, resize_rgb8_into};

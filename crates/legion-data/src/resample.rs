@@ -318,7 +318,7 @@ fn horizontal_row_any(rgbx: &[[u8; 4]], kernel: &Kernel, out: [&mut [u8]; 3]) {
     }
 }
 
-/// The horizontal pass with explicit AVX2 instructions: two output pixels per step, each a
+/// The AVX2 passes. The horizontal one uses explicit instructions: two output pixels per step, each a
 /// 4-lane (RGBX) half of one 256-bit vector, so one 32-bit multiply instruction serves eight
 /// products. The integer operations are the portable ones (wrapping 32-bit multiply-adds from
 /// `HALF`, arithmetic shift, saturation to `0..=255`), so the bytes are identical.
@@ -326,7 +326,21 @@ fn horizontal_row_any(rgbx: &[[u8; 4]], kernel: &Kernel, out: [&mut [u8]; 3]) {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{HALF, Kernel, PRECISION_BITS, horizontal_row_any, pixel_sum};
+    use super::{
+        HALF, Kernel, PRECISION_BITS, horizontal_row_any, pixel_sum, vertical_row_portable,
+    };
+
+    /// The portable vertical pass, compiled for AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn vertical_row_avx2(
+        rows: &[u8],
+        stride: usize,
+        taps: &[i32],
+        acc: &mut [i32],
+        out: &mut [u8],
+    ) {
+        vertical_row_portable(rows, stride, taps, acc, out)
+    }
 
     /// The taps of output pixels `2p` and `2p + 1`, tap `i`, at `[p * window + i]`: the first
     /// pixel's tap in lanes 0..4, the second's in lanes 4..8 (one vector load per tap).
@@ -440,18 +454,20 @@ fn split_row(row: &[u8], x0: usize, out: [&mut [u8]; 3]) {
     }
 }
 
-avx2_dispatch! {
-    /// One plane row of the vertical pass: `taps.len()` consecutive rows of `rows`, `stride`
-    /// bytes apart, of which the first `out.len()` bytes are used.
-    fn vertical_row => vertical_row_avx2 => vertical_row_portable(
-        rows: &[u8],
-        stride: usize,
-        taps: &[i32],
-        acc: &mut [i32],
-        out: &mut [u8],
-    )
+/// One plane row of the vertical pass: `taps.len()` consecutive rows of `rows`, `stride`
+/// bytes apart, of which the first `out.len()` bytes are used.
+fn vertical_row(rows: &[u8], stride: usize, taps: &[i32], acc: &mut [i32], out: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2() {
+        // SAFETY: the CPU supports AVX2 (checked on the line above), the only requirement for
+        // calling a `#[target_feature(enable = "avx2")]` function.
+        return unsafe { x86::vertical_row_avx2(rows, stride, taps, acc, out) };
+    }
+    vertical_row_portable(rows, stride, taps, acc, out)
 }
 
+/// [`vertical_row`]'s loops; `#[inline(always)]` so that the AVX2 copy compiles them with
+/// 8-lane integer multiplies (the plain x86-64 target has only SSE2).
 #[inline(always)]
 fn vertical_row_portable(
     rows: &[u8],

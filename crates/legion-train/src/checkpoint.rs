@@ -99,13 +99,23 @@ pub fn save_checkpoint<M: Module>(
     Ok(target)
 }
 
+/// `(name, path)` of every entry of the folder `root`.
+fn named_entries(root: &Path) -> Result<Vec<(String, PathBuf)>, TrainError> {
+    std::fs::read_dir(root)
+        .map_err(io(root))?
+        .map(|entry| {
+            let path = entry.map_err(io(root))?.path();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            Ok((name, path))
+        })
+        .collect()
+}
+
 fn remove_stale_temporaries(root: &Path) -> Result<(), TrainError> {
-    for entry in std::fs::read_dir(root).map_err(io(root))? {
-        let path = entry.map_err(io(root))?.path();
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+    for (name, path) in named_entries(root)? {
         if name.starts_with(".step-") && name.ends_with(".tmp") {
             tracing::warn!(path = %path.display(), "removing an incomplete checkpoint");
             std::fs::remove_dir_all(&path).map_err(io(&path))?;
@@ -115,20 +125,13 @@ fn remove_stale_temporaries(root: &Path) -> Result<(), TrainError> {
 }
 
 fn list_checkpoints(root: &Path) -> Result<Vec<(u64, PathBuf)>, TrainError> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(root).map_err(io(root))? {
-        let path = entry.map_err(io(root))?.path();
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if let Some(step) = name
-            .strip_prefix("step-")
-            .and_then(|s| s.parse::<u64>().ok())
-        {
-            found.push((step, path));
-        }
-    }
+    let mut found: Vec<(u64, PathBuf)> = named_entries(root)?
+        .into_iter()
+        .filter_map(|(name, path)| {
+            let step = name.strip_prefix("step-")?.parse::<u64>().ok()?;
+            Some((step, path))
+        })
+        .collect();
     found.sort();
     Ok(found)
 }

@@ -149,15 +149,6 @@ struct Sample {
     categories: Vec<ArtifactCategory>,
 }
 
-/// What is kept of a sample once its image is written.
-struct Written {
-    record: Record,
-    labels: ImageLabels,
-    png_bytes: u64,
-    artifact_pixels: usize,
-    categories: Vec<ArtifactCategory>,
-}
-
 /// Generates the dataset under `root` (created if needed; our own stale `<split>_NNNNN.png`
 /// files from a larger earlier generation are removed, nothing else is touched).
 ///
@@ -188,22 +179,19 @@ pub fn generate_with_progress(
             .map_err(|e| DataError::io(Location::file(&layout.images), e))?;
         let plan = split_plan(cfg, split, count);
         progress.start(&format!("generating {split}"), count as u64);
-        let samples: Vec<Written> = plan
+        // Each PNG is written as soon as it is encoded and its bytes dropped (`png_bytes`
+        // keeps the size).
+        let samples: Vec<(Sample, u64)> = plan
             .into_par_iter()
             .enumerate()
             .map(|(index, (content, clean))| {
-                let sample = render_sample(cfg, split, index, content, clean)?;
+                let mut sample = render_sample(cfg, split, index, content, clean)?;
                 let path = layout.image_path(&sample.record.img_file_name);
                 crate::fsutil::write_atomic(&path, &sample.png)
                     .map_err(|e| DataError::io(Location::file(&path), e))?;
                 progress.advance(1);
-                Ok(Written {
-                    record: sample.record,
-                    labels: sample.labels,
-                    png_bytes: sample.png.len() as u64,
-                    artifact_pixels: sample.artifact_pixels,
-                    categories: sample.categories,
-                })
+                let png_bytes = std::mem::take(&mut sample.png).len() as u64;
+                Ok((sample, png_bytes))
             })
             .collect::<Result<_, DataError>>()?;
         progress.finish();
@@ -219,8 +207,8 @@ pub fn generate_with_progress(
         };
         let pixels = f64::from(cfg.image_size).powi(2);
         let mut records = Vec::with_capacity(count);
-        for sample in samples {
-            bytes_written += sample.png_bytes;
+        for (sample, png_bytes) in samples {
+            bytes_written += png_bytes;
             report.clean_images += usize::from(sample.record.refs.is_empty());
             report.refs += sample.record.refs.len();
             report.multi_polygon_refs += sample
