@@ -22,6 +22,7 @@ use legion_infer::infer::{InferOptions, dataset_images, run_infer};
 use legion_infer::input::{expand_inputs, prepare_all};
 
 use crate::progress::Bar;
+use crate::weights_cmd::DTypeArg;
 
 /// Model flags shared by the inference commands.
 #[derive(Debug, Args)]
@@ -39,13 +40,17 @@ pub struct ModelArgs {
     /// Longest side of the SAM input (default: the bundle's; LEGION infers at 1024).
     #[arg(long)]
     pub sam_size: Option<u32>,
+    /// Float dtype the weights are held and computed in (default: as stored in the bundle;
+    /// `f32` on a bf16 bundle doubles its memory and computes exactly as f32 training did).
+    #[arg(long, value_enum)]
+    pub dtype: Option<DTypeArg>,
 }
 
 impl ModelArgs {
     /// Loads the bundle with the flags applied.
     pub fn load(&self) -> anyhow::Result<Analyzer> {
         let device = self.device.parse::<DeviceSpec>()?.device()?;
-        let mut analyzer = Analyzer::load(&self.checkpoint, device)
+        let mut analyzer = Analyzer::load_as(&self.checkpoint, device, self.dtype.map(Into::into))
             .with_context(|| format!("loading model {}", self.checkpoint.display()))?;
         analyzer.generation.max_new_tokens = self.max_new_tokens;
         if let Some(size) = self.sam_size {

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::Device;
+use burn::tensor::{Device, FloatDType};
 use image::RgbImage;
 use legion_model::bundle::ModelBundle;
 use legion_model::generation::GenerationConfig;
@@ -51,7 +51,20 @@ impl Analyzer {
     /// # Errors
     /// [`InferError::Bundle`] when the bundle is missing or invalid.
     pub fn load(dir: &Path, device: Device) -> Result<Self, InferError> {
-        Ok(Self::new(ModelBundle::load(dir, &device)?, device))
+        Self::load_as(dir, device, None)
+    }
+
+    /// Loads the bundle in `dir` onto `device` with its weights in `dtype` (`None`: as
+    /// stored); the model computes in that dtype (see `legion_model::precision`).
+    ///
+    /// # Errors
+    /// [`InferError::Bundle`] when the bundle is missing or invalid.
+    pub fn load_as(
+        dir: &Path,
+        device: Device,
+        dtype: Option<FloatDType>,
+    ) -> Result<Self, InferError> {
+        Ok(Self::new(ModelBundle::load_as(dir, &device, dtype)?, device))
     }
 
     /// Decodes and preprocesses one image file for this model.

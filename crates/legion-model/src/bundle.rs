@@ -16,10 +16,11 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::store::{BurnpackStore, ModuleSnapshot};
-use burn::tensor::Device;
+use burn::tensor::{Device, FloatDType};
 use serde::{Deserialize, Serialize};
 
 use crate::legion::{Legion, LegionClsConfig, LegionConfig, LegionForCls};
+use crate::precision::cast_params;
 use crate::tokenizer::{LegionTokenizer, TokenizerError};
 use crate::weights::{Allowances, WeightsError, check_result, save_native};
 
@@ -165,12 +166,31 @@ impl ModelBundle {
     /// [`BundleError`]: a missing or invalid file, or [`WeightsError::Mismatch`] listing every
     /// missing and unexpected tensor of `model.bpk`.
     pub fn load(dir: &Path, device: &Device) -> Result<Self, BundleError> {
+        Self::load_as(dir, device, None)
+    }
+
+    /// Loads a bundle onto `device`, strictly, with its float weights in `dtype` (`None`:
+    /// the dtype stored in `model.bpk`). The model computes in its weights' dtype
+    /// ([`crate::precision`]): a bf16 bundle holds half the memory of f32, an f32 one computes
+    /// exactly.
+    ///
+    /// # Errors
+    /// As [`ModelBundle::load`].
+    pub fn load_as(
+        dir: &Path,
+        device: &Device,
+        dtype: Option<FloatDType>,
+    ) -> Result<Self, BundleError> {
         let (meta, config, tokenizer) = Self::read_config(dir)?;
         let model = config.init(device).map_err(|e| BundleError::Mismatch {
             path: dir.join(BUNDLE_CONFIG_FILE),
             message: e.to_string(),
         })?;
         let model = load_burnpack(model, &dir.join(BUNDLE_WEIGHTS_FILE))?;
+        let model = match dtype {
+            Some(dtype) => cast_params(model, dtype),
+            None => model,
+        };
         Ok(Self {
             config,
             model,

@@ -34,7 +34,9 @@ use burn::nn::{
     Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
 };
 use burn::tensor::activation::{gelu, sigmoid, softmax};
-use burn::tensor::{Device, FloatDType, Tensor};
+use burn::tensor::{DType, Device, Tensor};
+
+use crate::precision::{cast_to, param_dtype};
 
 use crate::weights::{self, Allowances, KeyRemap, WeightsError};
 
@@ -414,8 +416,8 @@ impl ClipVisionTransformer {
     }
 
     /// The dtype of the loaded weights (a bf16 checkpoint loads as bf16).
-    fn weights_dtype(&self) -> FloatDType {
-        self.embeddings.patch_embedding.weight.val().dtype().into()
+    fn weights_dtype(&self) -> DType {
+        param_dtype(&self.embeddings.patch_embedding.weight)
     }
 
     /// Embeddings followed by `pre_layrnorm`: `hidden_states[0]`, in the weights' dtype.
@@ -424,7 +426,7 @@ impl ClipVisionTransformer {
     /// to the weights' dtype; the public forwards cast their outputs back to the input's dtype
     /// (`.to(images.dtype)`).
     fn embed(&self, pixels: Tensor<4>) -> Tensor<3> {
-        let pixels = cast_if_needed(pixels, self.weights_dtype());
+        let pixels = cast_to(pixels, self.weights_dtype());
         self.pre_layernorm.forward(self.embeddings.forward(pixels))
     }
 
@@ -453,14 +455,14 @@ impl ClipVisionTransformer {
         pixels: Tensor<4>,
     ) -> Result<Vec<Tensor<3>>, ClipVisionError> {
         self.check_input(&pixels)?;
-        let out_dtype: FloatDType = pixels.dtype().into();
+        let out_dtype = pixels.dtype();
         let mut states = Vec::with_capacity(self.layers.len() + 1);
         let mut x = self.embed(pixels);
         for layer in &self.layers {
-            states.push(cast_if_needed(x.clone(), out_dtype));
+            states.push(cast_to(x.clone(), out_dtype));
             x = layer.forward(x);
         }
-        states.push(cast_if_needed(x, out_dtype));
+        states.push(cast_to(x, out_dtype));
         Ok(states)
     }
 
@@ -482,8 +484,8 @@ impl ClipVisionTransformer {
     ) -> Result<Tensor<3>, ClipVisionError> {
         self.check_input(&pixels)?;
         let depth = self.resolve_select_layer(select_layer)?;
-        let out_dtype: FloatDType = pixels.dtype().into();
-        Ok(cast_if_needed(self.run_layers(pixels, depth), out_dtype))
+        let out_dtype = pixels.dtype();
+        Ok(cast_to(self.run_layers(pixels, depth), out_dtype))
     }
 
     /// LLaVA/LEGION image features: the patch tokens of `hidden_states[select_layer]` (CLS
@@ -523,25 +525,16 @@ impl ClipVisionTransformer {
     /// Never on bad input (shapes are checked first).
     pub fn forward(&self, pixels: Tensor<4>) -> Result<ClipVisionOutput, ClipVisionError> {
         self.check_input(&pixels)?;
-        let out_dtype: FloatDType = pixels.dtype().into();
+        let out_dtype = pixels.dtype();
         let last = self.run_layers(pixels, self.layers.len());
         let [batch, _, hidden] = last.dims();
         let pooled = self
             .post_layernorm
             .forward(last.clone().narrow(1, 0, 1).reshape([batch, hidden]));
         Ok(ClipVisionOutput {
-            last_hidden_state: cast_if_needed(last, out_dtype),
-            pooled: cast_if_needed(pooled, out_dtype),
+            last_hidden_state: cast_to(last, out_dtype),
+            pooled: cast_to(pooled, out_dtype),
         })
-    }
-}
-
-fn cast_if_needed<const D: usize>(tensor: Tensor<D>, dtype: FloatDType) -> Tensor<D> {
-    let current: FloatDType = tensor.dtype().into();
-    if current == dtype {
-        tensor
-    } else {
-        tensor.cast(dtype)
     }
 }
 

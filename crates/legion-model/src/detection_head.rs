@@ -19,6 +19,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::clip_vision::compile_patterns;
+use crate::precision::{cast_to, param_dtype, to_f32};
 use crate::weights::{self, Allowances, KeyRemap, WeightsError};
 
 /// Class index of a real image (LEGION's convention).
@@ -88,7 +89,8 @@ impl DetectionHead {
     /// # Panics
     /// If the last dimension is not `input_size`.
     pub fn forward(&self, cls: Tensor<2>) -> Tensor<2> {
-        self.fc2.forward(relu(self.fc1.forward(cls)))
+        let cls = cast_to(cls, param_dtype(&self.fc1.weight));
+        to_f32(self.fc2.forward(relu(self.fc1.forward(cls))))
     }
 
     /// Predicted class per image (argmax of the logits, as `torch.max(logits, dim=1)`).

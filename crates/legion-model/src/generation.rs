@@ -8,6 +8,8 @@
 //! `max_new_tokens = 512` (`scripts/loc_exp/infer.py`). Generation can start from embeddings,
 //! since LEGION splices the image tokens into the prompt embeddings.
 
+use std::time::Instant;
+
 use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::llama::Llama;
@@ -264,6 +266,9 @@ pub fn generate_from_embeds(
     let mut finish: Vec<Option<FinishReason>> = vec![None; batch];
     let mut hidden_steps: Vec<Tensor<2>> = Vec::new();
 
+    let started = Instant::now();
+    let mut prefill_seconds = 0.0;
+    let mut decode_steps = 0usize;
     let out = model.forward_embeds(
         embeds,
         Some(mask.clone()),
@@ -279,6 +284,10 @@ pub fn generate_from_embeds(
             .into_data()
             .try_into_vec_as::<f32>()
             .expect("float logits convert to f32");
+        if step == 0 {
+            // Reading the logits waits for the prefill, also on asynchronous backends.
+            prefill_seconds = started.elapsed().as_secs_f64();
+        }
         if config.return_hidden_states {
             hidden_steps.push(last_hidden.reshape([batch, hidden]));
         }
@@ -322,7 +331,18 @@ pub fn generate_from_embeds(
         );
         logits = out.logits;
         last_hidden = out.last_hidden_state;
+        decode_steps += 1;
     }
+    let decode_seconds = started.elapsed().as_secs_f64() - prefill_seconds;
+    tracing::info!(
+        batch,
+        prompt_tokens = seq,
+        prefill_seconds = format!("{prefill_seconds:.3}"),
+        decode_steps,
+        decode_seconds_per_token =
+            format!("{:.3}", decode_seconds / decode_steps.max(1) as f64),
+        "LLM generation"
+    );
 
     let finish_reasons = finish
         .into_iter()

@@ -14,6 +14,7 @@ pub mod generation;
 pub mod kv_cache;
 pub mod legion;
 pub mod llama;
+pub mod precision;
 pub mod projector;
 pub mod sam;
 pub mod tokenizer;

@@ -17,6 +17,7 @@ use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
 use crate::clip_vision::compile_patterns;
+use crate::precision::{cast_to, param_dtype};
 use crate::weights::{self, Allowances, KeyRemap, WeightsError};
 
 /// Key remaps from the GLaMM / LEGION / LLaVA naming (`model.mm_projector.0` = first Linear,
@@ -79,6 +80,7 @@ impl MlpProjector {
     /// # Panics
     /// If the last dimension is not `input_size`.
     pub fn forward<const D: usize>(&self, features: Tensor<D>) -> Tensor<D> {
+        let features = cast_to(features, param_dtype(&self.fc1.weight));
         self.fc2.forward(gelu(self.fc1.forward(features)))
     }
 }

@@ -13,12 +13,13 @@
 use std::path::{Path, PathBuf};
 
 use burn::module::Param;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{DType, Device, FloatDType, Int, Tensor, TensorData};
 use legion_model::generation::{FinishReason, GenerationConfig, Sampling};
 use legion_model::legion::{
     ClipWeights, Legion, LegionClsConfig, LegionConfig, LegionError, LegionImages,
     LegionParamCount, causal_lm_loss,
 };
+use legion_model::precision::cast_params;
 use legion_model::tokenizer::{
     IMAGE_TOKEN_INDEX, LEGION_QUESTION, LegionTokenizer, PaddedBatch, legion_inference_prompt,
 };
@@ -169,6 +170,60 @@ fn forward_train_matches_the_pytorch_reference() {
     let loss = causal_lm_loss(out.logits, out.labels).into_scalar::<f32>();
     println!("ce loss {loss} vs {}", want_loss[0]);
     assert!((loss - want_loss[0]).abs() <= TOLERANCE);
+}
+
+/// Max |got - want| relative to max |want|, printed.
+fn relative_error<const D: usize>(what: &str, got: Tensor<D>, want: Tensor<D>) -> f32 {
+    let scale = want.clone().abs().max().into_scalar::<f32>();
+    let err = max_abs_diff(what, got, want) / scale;
+    println!("{what}: relative error {err:.3e} (max |ref| {scale:.3})");
+    err
+}
+
+/// Half-precision weights (what `legion convert --dtype bf16|f16` writes) on f32 inputs: the
+/// model computes in its weights' dtype (`legion_model::precision`), returns f32 logits and
+/// masks, and stays within a stated distance of PyTorch's f32 reference. Tolerances, relative
+/// to the largest reference value: bf16 (8-bit mantissa) 3e-2 for logits and `[SEG]`
+/// embeddings, 1e-1 for the masks (the tiny random SAM's logits are ~0.05 at most, so the
+/// rounding of its ~1-sized intermediate values weighs more); f16 (11-bit) 1e-2 and 2e-2.
+#[test]
+fn half_precision_weights_run_close_to_the_f32_reference() {
+    let device = Device::flex();
+    let fx = load_fixture(&device);
+    for (dtype, tolerance, mask_tolerance) in
+        [(FloatDType::BF16, 3e-2, 1e-1), (FloatDType::F16, 1e-2, 2e-2)]
+    {
+        let model = cast_params(fixture_model(&device), dtype);
+        assert_eq!(model.llm.dtype(), DType::from(dtype));
+        let out = model.forward_train(&fx.images, &fx.tokens, fx.seg).unwrap();
+        assert_eq!(out.logits.dtype(), DType::F32, "{dtype:?}: logits leave in f32");
+        let err = relative_error(
+            &format!("{dtype:?} logits"),
+            out.logits,
+            tensor(&legion_fixture("logits.npy"), &device),
+        );
+        assert!(err <= tolerance, "{dtype:?} logits: {err} > {tolerance}");
+        // The `[SEG]` prompts stay in the weights' dtype, as in the reference.
+        let seg = Tensor::cat(out.seg_embeddings.clone(), 0).cast(FloatDType::F32);
+        let err = relative_error(
+            &format!("{dtype:?} seg embeddings"),
+            seg,
+            tensor(&legion_fixture("seg_embeddings.npy"), &device),
+        );
+        assert!(err <= tolerance, "{dtype:?} seg embeddings: {err} > {tolerance}");
+        for (row, masks) in out.pred_masks.iter().enumerate() {
+            if masks.dims()[0] == 0 {
+                continue;
+            }
+            assert_eq!(masks.dtype(), DType::F32, "{dtype:?}: masks leave in f32");
+            let want = tensor::<3>(&legion_fixture(&format!("masks_{row}.npy")), &device);
+            let err = relative_error(&format!("{dtype:?} masks row {row}"), masks.clone(), want);
+            assert!(
+                err <= mask_tolerance,
+                "{dtype:?} masks row {row}: {err} > {mask_tolerance}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -439,6 +494,44 @@ fn analyze_runs_end_to_end_with_a_scripted_llm() {
         teacher,
     );
     assert!(diff <= 1e-4);
+}
+
+/// The scripted model with bf16 and f16 weights generates the same answer, and its masks stay
+/// within 1e-1 (bf16) / 2e-2 (f16) of the f32 model's, relative to their largest value (the
+/// random tiny SAM's mask logits are small; see the test above).
+#[test]
+fn analyze_with_half_precision_weights_gives_the_same_answer() {
+    let device = Device::flex();
+    device.seed(11);
+    let (model, tokenizer, script, _, mut generation) = scripted_legion(&device);
+    generation.return_hidden_states = false;
+    let images = LegionImages {
+        clip_pixels: Tensor::random(
+            [1, 3, 32, 32],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &device,
+        ),
+        sam_pixels: Tensor::random(
+            [1, 3, 64, 64],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &device,
+        ),
+        sam_resized_hw: vec![(48, 64)],
+        original_hw: vec![(30, 40)],
+    };
+    let reference = model.analyze(&images, &tokenizer, &generation).unwrap();
+    for (dtype, tolerance) in [(FloatDType::BF16, 1e-1), (FloatDType::F16, 2e-2)] {
+        let half = cast_params(model.clone(), dtype);
+        let analyses = half.analyze(&images, &tokenizer, &generation).unwrap();
+        assert_eq!(analyses[0].generated_tokens, script, "{dtype:?}");
+        assert_eq!(analyses[0].text, reference[0].text, "{dtype:?}");
+        let err = relative_error(
+            &format!("{dtype:?} analyze mask logits"),
+            analyses[0].artifacts[0].mask_logits.clone(),
+            reference[0].artifacts[0].mask_logits.clone(),
+        );
+        assert!(err <= tolerance, "{dtype:?}: {err} > {tolerance}");
+    }
 }
 
 #[test]

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use legion_model::sam::{
     SAM_REMAP, Sam, SamConfig, SamImageEncoderConfig, SamPrompts, postprocess_masks,
+    resize_bilinear,
 };
 use legion_model::weights::{Allowances, WeightsError, load_safetensors};
 
@@ -236,6 +237,33 @@ fn postprocess_matches_reference() {
     check("postprocess_masks", out, npy("post_out", &device));
     assert!(postprocess_masks(npy("post_in", &device), 64, [65, 64], [37, 50]).is_err());
     assert!(postprocess_masks(npy("post_in", &device), 64, [48, 64], [0, 50]).is_err());
+}
+
+/// Values and input gradients of the two bilinear paths (`scripts/fixtures/bilinear.py`):
+/// `resize_bilinear` alone (rows up, columns down) and the whole `postprocess_masks`, as
+/// `d sum(out * w) / dx` on an autodiff device. The resize is two matmuls, so it
+/// differentiates on every backend (the CubeCL ones have no bilinear `interpolate` backward).
+fn check_bilinear_values_and_gradients(device: &Device) {
+    let cases: [(&str, &dyn Fn(Tensor<4>) -> Tensor<4>); 2] = [
+        ("bilinear", &|x| resize_bilinear(x, [13, 4])),
+        ("postprocess", &|x| {
+            postprocess_masks(x, 64, [40, 64], [50, 80]).unwrap()
+        }),
+    ];
+    for (name, resize) in cases {
+        let x = npy::<4>(&format!("{name}_x"), device).require_grad();
+        let out = resize(x.clone());
+        let weight = npy::<4>(&format!("{name}_w"), device);
+        let grads = (out.clone() * weight).sum().backward();
+        let grad = x.grad(&grads).expect("the input requires grad");
+        check(&format!("{name} values"), out, npy(&format!("{name}_out"), device));
+        check(&format!("{name} input gradient"), grad, npy(&format!("{name}_grad"), device));
+    }
+}
+
+#[test]
+fn bilinear_resize_matches_pytorch_values_and_gradients() {
+    check_bilinear_values_and_gradients(&Device::flex().autodiff());
 }
 
 #[test]

@@ -10,6 +10,8 @@
 //! [`crate::generation::GenerationOutput::hidden_states`] returns exactly those states. The
 //! k-th `[SEG]` pairs with the k-th `<p>...</p>` phrase.
 
+use std::time::Instant;
+
 use burn::tensor::Tensor;
 use burn::tensor::activation::sigmoid;
 
@@ -101,7 +103,15 @@ impl Legion {
             .flat_map(|_| prompt_ids.iter().copied())
             .collect();
         let mask = vec![1i64; batch * seq];
+        let started = Instant::now();
         let features = self.encode_images(images.clip_pixels.clone())?;
+        // The dims read nothing back: on an asynchronous backend (wgpu, cuda) this time is
+        // queued work, and the wait shows up in the next stage.
+        tracing::info!(
+            batch,
+            seconds = format!("{:.3}", started.elapsed().as_secs_f64()),
+            "CLIP vision tower + projector"
+        );
         let inputs = self.prepare_multimodal(features, &ids, &mask, None, seq)?;
         let mut config = config.clone();
         config.return_hidden_states = true;
@@ -117,12 +127,19 @@ impl Legion {
         for (row, tokens) in generated.tokens.iter().enumerate() {
             let seg_steps: Vec<usize> = (0..tokens.len()).filter(|&k| tokens[k] == seg).collect();
             let hidden = select_steps(hidden_states[row].clone(), &seg_steps);
+            let started = Instant::now();
             let (_, masks) = self.segment_image(
                 images.sam_pixels.clone().narrow(0, row, 1),
                 hidden,
                 images.sam_resized_hw[row],
                 images.original_hw[row],
             )?;
+            tracing::info!(
+                row,
+                masks = seg_steps.len(),
+                seconds = format!("{:.3}", started.elapsed().as_secs_f64()),
+                "SAM image encoder + mask decoder"
+            );
             let finish_reason = generated.finish_reasons[row];
             let answer_tokens = match finish_reason {
                 FinishReason::Eos => &tokens[..tokens.len() - 1],

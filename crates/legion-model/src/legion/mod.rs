@@ -48,13 +48,12 @@ pub use analyze::{Analysis, Artifact};
 pub use config::{LegionClsConfig, LegionConfig, LegionParamCount};
 pub use seg_projector::{TextHiddenFcs, TextHiddenFcsConfig};
 
-use crate::clip_vision::{
-    ClipCheckpointLayout, ClipVisionError, ClipVisionTransformer, load_clip_vision,
-};
+use crate::clip_vision::{ClipCheckpointLayout, ClipVisionError, ClipVisionTransformer};
 use crate::detection_head::DetectionHead;
 use crate::generation::GenerationError;
 use crate::llama::Llama;
 use crate::projector::MlpProjector;
+use crate::precision::cast_to;
 use crate::sam::{Sam, SamError, SamPrompts, postprocess_masks};
 use crate::tokenizer::{IGNORE_INDEX, IMAGE_TOKEN_INDEX, PaddedBatch, TokenizerError};
 use crate::weights::{
@@ -251,12 +250,33 @@ impl Legion {
             allow.missing.extend(tower.iter().cloned());
             allow.unexpected.extend(tower);
         }
-        let (loaded, report) =
+        let (loaded, mut report) =
             weights::load_weights(self, path, &glamm_legion_remaps(), &allow, options)?;
         self = loaded;
         if let ClipWeights::HfFile(clip_path) = clip {
-            self.vision_tower =
-                load_clip_vision(self.vision_tower, clip_path, ClipCheckpointLayout::HfClip)?;
+            // Same dtype policy as the rest; the tower's tensors count as loaded (from the
+            // CLIP file), not as "left at their initial values".
+            let layout = ClipCheckpointLayout::HfClip;
+            let (tower, clip_report) = weights::load_weights(
+                self.vision_tower,
+                clip_path,
+                layout.remaps(),
+                &layout.allowances(),
+                options,
+            )?;
+            self.vision_tower = tower;
+            report
+                .allowed_missing
+                .retain(|path| !path.starts_with("vision_tower."));
+            report.files += clip_report.files;
+            report.applied += clip_report.applied;
+            report.converted += clip_report.converted;
+            for (dtype, count) in clip_report.file_dtypes {
+                *report.file_dtypes.entry(dtype).or_default() += count;
+            }
+            report
+                .ignored_unexpected
+                .extend(clip_report.ignored_unexpected);
         }
         Ok((self, report))
     }
@@ -352,6 +372,8 @@ impl Legion {
         let device = image_features.device();
         let ids = Tensor::<2, Int>::from_data(TensorData::new(embed_ids, [batch, seq]), &device);
         let text = self.llm.embed(ids);
+        // The LLM computes in its weights' dtype (crate::precision).
+        let image_features = cast_to(image_features, text.dtype());
         let expanded_len = seq + num_image_tokens - 1;
 
         let mut rows = Vec::with_capacity(batch);

@@ -23,9 +23,10 @@ pub use mlp::{LlamaMlp, LlamaMlpConfig};
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
 
 use crate::kv_cache::KvCache;
+use crate::precision::{cast_to, param_dtype, to_f32};
 use crate::weights::{Allowances, KeyRemap, WeightsError, load_safetensors};
 
 /// Key remaps from the HF `LlamaForCausalLM` naming to this module's field paths.
@@ -300,7 +301,7 @@ pub struct Llama {
 /// Outputs of [`Llama::forward_embeds`].
 #[derive(Debug, Clone)]
 pub struct LlamaOutput {
-    /// `[batch, seq, vocab]`
+    /// `[batch, seq, vocab]`, in f32 whatever the weights' dtype.
     pub logits: Tensor<3>,
     /// Output of the final RMSNorm, `[batch, seq, hidden]` (HF `hidden_states[-1]`, what GLaMM
     /// feeds to `text_hidden_fcs`).
@@ -325,6 +326,11 @@ impl Llama {
     /// Number of decoder layers.
     pub fn num_layers(&self) -> usize {
         self.layers.len()
+    }
+
+    /// The dtype the model computes in: its weights' (see [`crate::precision`]).
+    pub fn dtype(&self) -> DType {
+        param_dtype(&self.embed_tokens.weight)
     }
 
     /// An empty KV cache sized for this model.
@@ -388,7 +394,8 @@ impl Llama {
     ) -> LlamaOutput {
         let last_hidden_state = self.forward_hidden(embeds, attention_mask, position_ids, cache);
         LlamaOutput {
-            logits: self.lm_head.forward(last_hidden_state.clone()),
+            // `LlamaForCausalLM` returns `logits.float()`: losses and sampling run in f32.
+            logits: to_f32(self.lm_head.forward(last_hidden_state.clone())),
             last_hidden_state,
         }
     }
@@ -425,10 +432,17 @@ impl Llama {
             [batch, seq],
             "position_ids must be [batch, seq]"
         );
+        // The model computes in its weights' dtype (crate::precision); the rotary tables are
+        // built in f32 and cast, as transformers' `LlamaRotaryEmbedding` does.
+        let dtype = self.dtype();
         let rope = rope::rope_tables(position_ids, self.head_dim, self.rope_theta);
+        let rope = rope::RopeTables {
+            cos: cast_to(rope.cos, dtype),
+            sin: cast_to(rope.sin, dtype),
+        };
         let blocked = blocked_mask(attention_mask, batch, seq, past, &device);
 
-        let mut h = embeds;
+        let mut h = cast_to(embeds, dtype);
         for (index, layer) in self.layers.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| c.layer_mut(index));
             h = layer.forward(h, &rope, blocked.clone(), layer_cache);

@@ -17,6 +17,8 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use super::postprocess::linear_resize_matrix;
+use crate::precision::{cast_to, param_dtype};
 use super::common::{LayerNorm2d, LayerNorm2dConfig, MlpActivation, MlpBlock, MlpBlockConfig};
 
 /// Configuration of [`ImageEncoderViT`] (the arguments of `ImageEncoderViT.__init__` as
@@ -319,6 +321,8 @@ impl ImageEncoderViT {
     /// When the channel count is wrong, or the token grid differs from the absolute position
     /// embedding's (the reference has the same restriction; it does not resize `pos_embed`).
     pub fn forward(&self, images: Tensor<4>) -> Tensor<4> {
+        // Computes in the weights' dtype (crate::precision).
+        let images = cast_to(images, param_dtype(&self.patch_embed.proj.weight));
         // [B, C, h, w] -> [B, h, w, C]
         let mut x = self.patch_embed.proj.forward(images).permute([0, 2, 3, 1]);
         if let Some(pos_embed) = &self.pos_embed {
@@ -403,24 +407,6 @@ pub fn window_unpartition(
     } else {
         x
     }
-}
-
-/// Linear-interpolation matrix `[out_len, in_len]` of PyTorch's
-/// `F.interpolate(mode="linear", align_corners=False)` along one axis: source coordinate
-/// `(i + 0.5) * in/out - 0.5`, clamped at 0, blended between `floor` and `floor + 1` (clamped
-/// to the last sample).
-fn linear_resize_matrix(in_len: usize, out_len: usize) -> Vec<f32> {
-    let mut m = vec![0f32; out_len * in_len];
-    let scale = in_len as f32 / out_len as f32;
-    for i in 0..out_len {
-        let src = ((i as f32 + 0.5) * scale - 0.5).max(0.0);
-        let low = (src.floor() as usize).min(in_len - 1);
-        let high = (low + 1).min(in_len - 1);
-        let lambda = src - low as f32;
-        m[i * in_len + low] += 1.0 - lambda;
-        m[i * in_len + high] += lambda;
-    }
-    m
 }
 
 /// Relative position embeddings for every (query, key) pair along one axis (`get_rel_pos`).

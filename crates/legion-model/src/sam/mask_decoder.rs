@@ -18,6 +18,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::common::{LayerNorm2d, LayerNorm2dConfig, Mlp, MlpConfig};
 use super::transformer::{TwoWayTransformer, TwoWayTransformerConfig};
+use crate::precision::{cast_to, param_dtype, to_f32};
 
 /// Configuration of [`MaskDecoder`].
 #[derive(Config, Debug)]
@@ -156,12 +157,15 @@ impl MaskDecoder {
         dense_prompt_embeddings: Tensor<4>,
         multimask_output: bool,
     ) -> (Tensor<4>, Tensor<2>) {
+        // Computes in the weights' dtype (crate::precision); the outputs are f32.
+        let dtype = param_dtype(&self.iou_token.weight);
         let (masks, iou_pred) = self.predict_masks(
-            image_embeddings,
-            image_pe,
-            sparse_prompt_embeddings,
-            dense_prompt_embeddings,
+            cast_to(image_embeddings, dtype),
+            cast_to(image_pe, dtype),
+            cast_to(sparse_prompt_embeddings, dtype),
+            cast_to(dense_prompt_embeddings, dtype),
         );
+        let (masks, iou_pred) = (to_f32(masks), to_f32(iou_pred));
         let [batch, num_mask_tokens, h, w] = masks.dims();
         let range = if multimask_output {
             1..num_mask_tokens

@@ -4,35 +4,86 @@
 //! original image size.
 //!
 //! Both resizes are `F.interpolate(mode="bilinear", align_corners=False)` (half-pixel centres,
-//! source coordinate clamped at 0, no antialiasing). burn 0.22's `interpolate` with
-//! `InterpolateMode::Bilinear` and `align_corners = false` uses the same rule in `burn-flex`
-//! (`(out + 0.5) * in / out - 0.5`, clamped, neighbour clamped to the last sample) and in the
-//! CubeCL kernels; the parity test checks it against PyTorch. Note that burn's
-//! `InterpolateOptions::new` defaults to `align_corners = true`, so it is set explicitly here.
-//! GLaMM/LEGION cast the logits to f32 before the first resize; burn tensors here are f32.
+//! source coordinate clamped at 0, neighbour clamped to the last sample, no antialiasing).
+//! A bilinear resize is separable and linear, so it is computed here as two matmuls with fixed
+//! interpolation matrices, `rows @ x @ cols^T`, holding exactly PyTorch's weights: unlike
+//! burn's `interpolate`, whose backward the CubeCL backends (wgpu, cuda) do not implement
+//! ("Bilinear interpolation backward is not supported by JIT backend"), a matmul
+//! differentiates on every backend, so training runs there too. The parity tests check
+//! values and gradients against PyTorch.
 //!
-//! Reference: `segment_anything/modeling/sam.py`, `Sam.postprocess_masks`.
+//! GLaMM/LEGION cast the logits to f32 before the first resize (`pred_mask.float()`); so does
+//! [`postprocess_masks`], whatever dtype the model computes in.
+//!
+//! Reference: `segment_anything/modeling/sam.py`, `Sam.postprocess_masks`
+//! (<https://github.com/facebookresearch/segment-anything/blob/6fdee8f2727f4506cfbbe553e23b895e27956588/segment_anything/modeling/sam.py#L136-L164>).
 
-use burn::tensor::Tensor;
-use burn::tensor::module::interpolate;
-use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use burn::tensor::{FloatDType, Tensor, TensorData};
 
 use super::SamError;
 
-/// Bilinear resize with PyTorch's `align_corners=False` convention.
+/// Interpolation matrix `[out_len, in_len]` of PyTorch's `align_corners=False` linear
+/// resize along one axis (`upsample_bilinear2d` / `upsample_linear1d` on the CPU): source
+/// coordinate `(i + 0.5) * in/out - 0.5` in f32, clamped at 0, blended between `floor` and
+/// `floor + 1` (clamped to the last sample) with weights `1 - lambda` and `lambda`.
+pub(crate) fn linear_resize_matrix(in_len: usize, out_len: usize) -> Vec<f32> {
+    let mut m = vec![0f32; out_len * in_len];
+    let scale = in_len as f32 / out_len as f32;
+    for i in 0..out_len {
+        let src = ((i as f32 + 0.5) * scale - 0.5).max(0.0);
+        let low = (src.floor() as usize).min(in_len - 1);
+        let high = (low + 1).min(in_len - 1);
+        let lambda = src - low as f32;
+        m[i * in_len + low] += 1.0 - lambda;
+        m[i * in_len + high] += lambda;
+    }
+    m
+}
+
+/// Bilinear resize with PyTorch's `align_corners=False` convention, as `rows @ x @ cols^T`
+/// (see the module docs: differentiable on every backend). Computes in `x`'s dtype.
 ///
 /// # Shapes
 /// - `x`: `[batch, channels, h, w]` -> `[batch, channels, size[0], size[1]]`.
+///
+/// # Panics
+/// If a dimension of `x` or of `size` is zero.
 pub fn resize_bilinear(x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
-    let [_, _, h, w] = x.dims();
+    let [batch, channels, h, w] = x.dims();
     if [h, w] == size {
         // Same size is the identity under align_corners=False (source = destination).
         return x;
     }
-    let options = InterpolateOptions::new(InterpolateMode::Bilinear)
-        .with_align_corners(false)
-        .with_output_size(size);
-    interpolate(x, options)
+    assert!(
+        h > 0 && w > 0 && size[0] > 0 && size[1] > 0,
+        "resize_bilinear: empty size {:?} -> {size:?}",
+        [h, w]
+    );
+    let device = x.device();
+    let dtype = x.dtype();
+    let matrix = |in_len: usize, out_len: usize| {
+        let m = linear_resize_matrix(in_len, out_len);
+        Tensor::<2>::from_data(TensorData::new(m, [out_len, in_len]), (&device, dtype))
+    };
+    let planes = batch * channels;
+    // Columns: [planes * h, w] @ [w, W] (one GEMM over every row of every plane).
+    let x = if w == size[1] {
+        x.reshape([planes, h, w])
+    } else {
+        x.reshape([planes * h, w])
+            .matmul(matrix(w, size[1]).transpose())
+            .reshape([planes, h, size[1]])
+    };
+    // Rows: [H, h] @ [h, W] per plane (the matrix broadcast over the planes).
+    let x = if h == size[0] {
+        x
+    } else {
+        matrix(h, size[0])
+            .unsqueeze::<3>()
+            .expand([planes, size[0], h])
+            .matmul(x)
+    };
+    x.reshape([batch, channels, size[0], size[1]])
 }
 
 /// Removes padding and upscales mask logits to the original image size.
@@ -63,6 +114,7 @@ pub fn postprocess_masks(
             "postprocess_masks: input size {input_size:?} exceeds the padded size {img_size}"
         )));
     }
+    let masks = masks.cast(FloatDType::F32);
     let masks = resize_bilinear(masks, [img_size, img_size]);
     let masks = masks.slice([0..batch, 0..channels, 0..input_size[0], 0..input_size[1]]);
     Ok(resize_bilinear(masks, original_size))

@@ -23,6 +23,7 @@ use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::common::{LayerNorm2d, LayerNorm2dConfig};
+use crate::precision::{cast_to, param_dtype};
 
 /// Configuration of [`PromptEncoder`].
 #[derive(Config, Debug)]
@@ -114,6 +115,8 @@ impl PositionEmbeddingRandom {
     pub fn encode(&self, coords: Tensor<3>) -> Tensor<3> {
         let [d1, d2, _] = coords.dims();
         let gaussian = self.positional_encoding_gaussian_matrix.val();
+        // GLaMM builds the coordinates in the Gaussian matrix's dtype.
+        let coords = cast_to(coords, gaussian.dtype());
         let [_, feats] = gaussian.dims();
         let projected = (coords * 2.0 - 1.0).reshape([d1 * d2, 2]).matmul(gaussian);
         let projected = (projected * (2.0 * PI)).reshape([d1, d2, feats]);
@@ -276,12 +279,9 @@ impl PromptEncoder {
             );
         }
         let pe = self.pe_layer.encode_pixels(coords, self.input_image_size);
+        let dtype = pe.dtype();
         let is = |value: i64| {
-            labels
-                .clone()
-                .equal_elem(value)
-                .float()
-                .unsqueeze_dim::<3>(2)
+            cast_to(labels.clone().equal_elem(value).float(), dtype).unsqueeze_dim::<3>(2)
         };
         let (padding, negative, positive) = (is(-1), is(0), is(1));
         let weight = |e: &Embedding| e.weight.val().unsqueeze::<3>();
@@ -334,7 +334,7 @@ impl PromptEncoder {
             sparse.push(self.embed_boxes(boxes));
         }
         if let Some(text) = prompts.text_embeds {
-            sparse.push(text);
+            sparse.push(cast_to(text, param_dtype(&self.no_mask_embed.weight)));
         }
         for part in &sparse {
             let [b, _, c] = part.dims();
@@ -352,6 +352,7 @@ impl PromptEncoder {
         let [h, w] = self.image_embedding_size;
         let dense = match prompts.masks {
             Some(masks) => {
+                let masks = cast_to(masks, param_dtype(&self.no_mask_embed.weight));
                 let dense = self.mask_downscaling.forward(masks);
                 assert_eq!(
                     dense.dims(),
