@@ -200,20 +200,7 @@ fn infer_output_is_scored_by_legion_eval() {
             .arg(&pred),
     );
     assert!(again.contains("0 analysed, 40 already done"), "{again}");
-    let report = dir.path().join("report.json");
-    run_ok(
-        legion()
-            .args(["eval", "--gt"])
-            .arg(tiny_data())
-            .arg("--masks")
-            .arg(pred.join("masks"))
-            .arg("--explanations")
-            .arg(pred.join("explanations.jsonl"))
-            .arg("--out")
-            .arg(&report),
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let report = eval_report(&pred);
     let overall = &report["localization"]["overall"];
     assert_eq!(overall["images"], 40);
     assert_eq!(overall["missing_predictions"], 0);
@@ -236,23 +223,29 @@ fn infer_and_score(model: &Path, out: &Path, extra: &[&str]) -> (f64, f64) {
             .args(["--batch-size", "8", "--max-new-tokens", "32"])
             .args(extra),
     );
-    let report = out.join("report.json");
-    run_ok(
-        legion()
-            .args(["eval", "--gt"])
-            .arg(tiny_data())
-            .arg("--masks")
-            .arg(out.join("masks"))
-            .arg("--out")
-            .arg(&report),
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let report = eval_report(out);
     let overall = &report["localization"]["overall"];
     (
         overall["miou_per_image"].as_f64().unwrap(),
         overall["f1_per_image"].as_f64().unwrap(),
     )
+}
+
+/// `legion eval` of an `infer` output folder against the tiny test split: the JSON report.
+fn eval_report(pred: &Path) -> serde_json::Value {
+    let report = pred.join("report.json");
+    run_ok(
+        legion()
+            .args(["eval", "--gt"])
+            .arg(tiny_data())
+            .arg("--masks")
+            .arg(pred.join("masks"))
+            .arg("--explanations")
+            .arg(pred.join("explanations.jsonl"))
+            .arg("--out")
+            .arg(&report),
+    );
+    serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap()
 }
 
 /// `legion convert --dtype bf16|f16` (of the f32 bundle's GLaMM export) gives bundles that

@@ -436,26 +436,25 @@ fn scripted_legion(
     (model, tokenizer, script, prompt, generation)
 }
 
+/// One random image for the tiny config: CLIP 32 px, SAM 64 px canvas holding a 48x64
+/// resize of a 30x40 original.
+fn random_images(device: &Device) -> LegionImages {
+    let normal = burn::tensor::Distribution::Normal(0.0, 1.0);
+    LegionImages {
+        clip_pixels: Tensor::random([1, 3, 32, 32], normal, device),
+        sam_pixels: Tensor::random([1, 3, 64, 64], normal, device),
+        sam_resized_hw: vec![(48, 64)],
+        original_hw: vec![(30, 40)],
+    }
+}
+
 #[test]
 fn analyze_runs_end_to_end_with_a_scripted_llm() {
     let device = Device::flex();
     device.seed(11);
     let (model, tokenizer, script, prompt, generation) = scripted_legion(&device);
     let special = *tokenizer.special();
-    let images = LegionImages {
-        clip_pixels: Tensor::random(
-            [1, 3, 32, 32],
-            burn::tensor::Distribution::Normal(0.0, 1.0),
-            &device,
-        ),
-        sam_pixels: Tensor::random(
-            [1, 3, 64, 64],
-            burn::tensor::Distribution::Normal(0.0, 1.0),
-            &device,
-        ),
-        sam_resized_hw: vec![(48, 64)],
-        original_hw: vec![(30, 40)],
-    };
+    let images = random_images(&device);
     let analyses = model.analyze(&images, &tokenizer, &generation).unwrap();
     assert_eq!(analyses.len(), 1);
     let analysis = &analyses[0];
@@ -505,20 +504,7 @@ fn analyze_with_half_precision_weights_gives_the_same_answer() {
     device.seed(11);
     let (model, tokenizer, script, _, mut generation) = scripted_legion(&device);
     generation.return_hidden_states = false;
-    let images = LegionImages {
-        clip_pixels: Tensor::random(
-            [1, 3, 32, 32],
-            burn::tensor::Distribution::Normal(0.0, 1.0),
-            &device,
-        ),
-        sam_pixels: Tensor::random(
-            [1, 3, 64, 64],
-            burn::tensor::Distribution::Normal(0.0, 1.0),
-            &device,
-        ),
-        sam_resized_hw: vec![(48, 64)],
-        original_hw: vec![(30, 40)],
-    };
+    let images = random_images(&device);
     let reference = model.analyze(&images, &tokenizer, &generation).unwrap();
     for (dtype, tolerance) in [(FloatDType::BF16, 1e-1), (FloatDType::F16, 2e-2)] {
         let half = cast_params(model.clone(), dtype);
