@@ -224,6 +224,14 @@ struct LayoutVerdict {
 }
 
 impl LayoutVerdict {
+    /// `(ignore rule, how many file keys it covered)`.
+    fn ignored_counts(&self) -> Vec<(&str, usize)> {
+        self.ignored
+            .iter()
+            .map(|(rule, keys)| (rule.as_str(), keys.len()))
+            .collect()
+    }
+
     /// Problems, one per line (empty when the file fits the parameters exactly).
     fn problems(&self, file: &str) -> Vec<String> {
         let missing = self
@@ -474,18 +482,10 @@ fn legion_7b_matches_the_full_size_reference_layout_key_by_key() {
          ignored {:?}; {} model parameters, {} elements held before loading",
         glamm.tensors.len(),
         checkpoint.applied.len(),
-        checkpoint
-            .ignored
-            .iter()
-            .map(|(r, k)| (r, k.len()))
-            .collect::<Vec<_>>(),
+        checkpoint.ignored_counts(),
         clip.tensors.len(),
         tower.applied.len(),
-        tower
-            .ignored
-            .iter()
-            .map(|(r, k)| (r, k.len()))
-            .collect::<Vec<_>>(),
+        tower.ignored_counts(),
         model.checkpoint_params.len() + model.clip_params.len(),
         model.initialized_elements,
     );
