@@ -122,11 +122,13 @@ pub fn glamm_legion_remaps() -> Vec<KeyRemap> {
 }
 
 /// File tensors (after [`glamm_legion_remaps`]) that [`Legion::load_glamm`] ignores: GLaMM's
-/// `region_encoder` (kept in LEGION checkpoints, unused by the artifact task) and the old
-/// CLIP `position_ids` buffer.
+/// `region_encoder` (kept in LEGION checkpoints, unused by the artifact task), and two buffers
+/// that transformers < 4.31 saved (GLaMM pins one of early 2023): the CLIP `position_ids` and
+/// each LLaMA layer's `rotary_emb.inv_freq` (RoPE frequencies, recomputed here).
 pub const GLAMM_LEGION_IGNORED: &[&str] = &[
     r"^model\.region_encoder\.",
     r"^vision_tower\.embeddings\.position_ids$",
+    r"^llm\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$",
 ];
 
 /// Where [`Legion::load_glamm`] takes the CLIP weights from.
