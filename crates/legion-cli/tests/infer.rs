@@ -249,8 +249,10 @@ fn eval_report(pred: &Path) -> serde_json::Value {
 }
 
 /// `legion convert --dtype bf16|f16` (of the f32 bundle's GLaMM export) gives bundles that
-/// `infer` runs in half precision and `eval` scores within 0.02 mIoU / F1 of the f32 bundle on
-/// the 40 test images; `--dtype f32` runs a half-precision bundle upcast.
+/// `infer` runs in half precision and `eval` scores close to the f32 bundle on the 40 test
+/// images: mIoU within 0.01, per-image F1 within 2/40 (the scripted bundle's random SAM gives
+/// logits near 0, so rounding flips a few pixels, and one image's F1 moves the mean by up to
+/// 1/40); `--dtype f32` runs a half-precision bundle upcast.
 #[test]
 fn half_precision_bundles_infer_and_score_like_f32() {
     let dir = tempfile::tempdir().unwrap();
@@ -259,6 +261,7 @@ fn half_precision_bundles_infer_and_score_like_f32() {
     run_ok(legion().arg("export").arg(&model).arg("--out").arg(&exported));
     let (miou, f1) = infer_and_score(&model, &dir.path().join("pred-f32"), &[]);
     println!("f32: mIoU {miou:.4} F1 {f1:.4}");
+    let close = |m: f64, f: f64| (m - miou).abs() <= 0.01 && (f - f1).abs() <= 2.0 / 40.0 + 1e-9;
     for dtype in ["bf16", "f16"] {
         let converted = dir.path().join(dtype);
         run_ok(
@@ -277,14 +280,14 @@ fn half_precision_bundles_infer_and_score_like_f32() {
             infer_and_score(&converted, &dir.path().join(format!("pred-{dtype}")), &[]);
         println!("{dtype}: mIoU {half_miou:.4} F1 {half_f1:.4}");
         assert!(
-            (half_miou - miou).abs() <= 0.02 && (half_f1 - f1).abs() <= 0.02,
+            close(half_miou, half_f1),
             "{dtype}: {half_miou} / {half_f1} vs f32 {miou} / {f1}"
         );
     }
     let (up_miou, up_f1) =
         infer_and_score(&dir.path().join("bf16"), &dir.path().join("pred-up"), &["--dtype", "f32"]);
     println!("bf16 bundle run in f32: mIoU {up_miou:.4} F1 {up_f1:.4}");
-    assert!((up_miou - miou).abs() <= 0.02 && (up_f1 - f1).abs() <= 0.02);
+    assert!(close(up_miou, up_f1), "{up_miou} / {up_f1} vs f32 {miou} / {f1}");
 }
 
 #[test]
