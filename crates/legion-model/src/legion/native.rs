@@ -1,0 +1,137 @@
+//! The native model folder: a [`Legion`] in burn's own format, loaded without key remapping or
+//! layout conversion.
+//!
+//! ```text
+//! <dir>/config.json   LegionConfig (burn Config JSON, as `LegionConfig::save` writes it; the
+//!                     same file `legion debug forward legion` reads)
+//! <dir>/model.bpk     every parameter, burn paths and layout (BurnpackStore), with metadata
+//!                     `legion.*` saying where it came from
+//! ```
+//!
+//! `legion convert` writes such a folder from any GLaMM / LEGION checkpoint layout (plus an
+//! optional PEFT adapter and a separate CLIP file); [`load_native`] reads it back strictly.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::config::Config;
+use burn::store::{BurnpackStore, ModuleSnapshot};
+use burn::tensor::Device;
+
+use super::{Legion, LegionConfig, LegionError};
+use crate::weights::dtype::{ImportAdapter, TargetDTypes};
+use crate::weights::{Allowances, FloatDTypePolicy, WeightsError, check_result};
+
+/// The [`LegionConfig`] of a native folder.
+pub const NATIVE_CONFIG_FILE: &str = "config.json";
+/// The weights of a native folder.
+pub const NATIVE_WEIGHTS_FILE: &str = "model.bpk";
+
+/// What [`save_native`] wrote.
+#[derive(Debug, Clone)]
+pub struct NativeFiles {
+    /// `<dir>/config.json`.
+    pub config: PathBuf,
+    /// `<dir>/model.bpk`.
+    pub weights: PathBuf,
+}
+
+/// Writes `model` and its `config` as a native folder `dir` (created if needed).
+///
+/// `metadata` goes into the `.bpk` header under `legion.<key>` (e.g. the source checkpoint).
+///
+/// # Errors
+/// [`WeightsError::Source`] when the folder cannot be created or a file exists and
+/// `overwrite` is off; [`WeightsError::Read`] when writing fails.
+pub fn save_native(
+    model: &Legion,
+    config: &LegionConfig,
+    dir: &Path,
+    metadata: &BTreeMap<String, String>,
+    overwrite: bool,
+) -> Result<NativeFiles, WeightsError> {
+    let source_error = |path: &Path, message: String| WeightsError::Source {
+        path: path.to_path_buf(),
+        message,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| source_error(dir, e.to_string()))?;
+    let files = NativeFiles {
+        config: dir.join(NATIVE_CONFIG_FILE),
+        weights: dir.join(NATIVE_WEIGHTS_FILE),
+    };
+    if !overwrite {
+        for path in [&files.config, &files.weights] {
+            if path.exists() {
+                return Err(source_error(
+                    path,
+                    "the file exists (pass overwrite / --force to replace it)".into(),
+                ));
+            }
+        }
+    }
+    let mut store = BurnpackStore::from_file(&files.weights)
+        .overwrite(overwrite)
+        .metadata("legion.format", "legion-native-1");
+    for (key, value) in metadata {
+        store = store.metadata(format!("legion.{key}"), value.clone());
+    }
+    model
+        .save_into(&mut store)
+        .map_err(|e| WeightsError::Read {
+            path: files.weights.clone(),
+            message: format!("cannot write burnpack: {e}"),
+        })?;
+    config.save(&files.config).map_err(|e| WeightsError::Read {
+        path: files.config.clone(),
+        message: format!("cannot write config: {e}"),
+    })?;
+    tracing::debug!(dir = %dir.display(), "native model written");
+    Ok(files)
+}
+
+/// Reads a native folder: the config, then every parameter, strictly (missing or extra tensors
+/// and shape errors are an error). Float parameters get the dtype `float_dtype` says
+/// ([`FloatDTypePolicy::Module`]: the device's default, f32 unless set otherwise).
+///
+/// # Errors
+/// [`LegionError::Weights`] ([`WeightsError::Read`] for an unreadable config or `.bpk`,
+/// [`WeightsError::Mismatch`] when the weights do not match the config's model),
+/// [`LegionError::Config`] when the config's components do not fit together.
+pub fn load_native(
+    dir: &Path,
+    device: &Device,
+    float_dtype: FloatDTypePolicy,
+) -> Result<(Legion, LegionConfig), LegionError> {
+    let config_path = dir.join(NATIVE_CONFIG_FILE);
+    let weights_path = dir.join(NATIVE_WEIGHTS_FILE);
+    for path in [&config_path, &weights_path] {
+        if !path.is_file() {
+            return Err(WeightsError::Source {
+                path: path.clone(),
+                message: "not a native legion model folder (expected config.json and \
+                          model.bpk, as `legion convert` writes them)"
+                    .into(),
+            }
+            .into());
+        }
+    }
+    let config = LegionConfig::load(&config_path).map_err(|e| WeightsError::Read {
+        path: config_path.clone(),
+        message: format!("not a LegionConfig: {e}"),
+    })?;
+    let mut model = config.init(device)?;
+    let adapter = ImportAdapter::native(TargetDTypes::resolve(&model, float_dtype));
+    let mut store = BurnpackStore::from_file(&weights_path)
+        .with_from_adapter(adapter)
+        .allow_partial(true)
+        .validate(true);
+    let result = model
+        .load_from(&mut store)
+        .map_err(|e| WeightsError::Read {
+            path: weights_path.clone(),
+            message: format!("not a readable burnpack file: {e}"),
+        })?;
+    check_result(&weights_path, &result, &Allowances::strict())?;
+    tracing::debug!(dir = %dir.display(), applied = result.applied.len(), "native model loaded");
+    Ok((model, config))
+}
