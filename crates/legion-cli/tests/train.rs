@@ -295,7 +295,10 @@ fn the_detection_task_accumulates_splits_over_devices_and_validates() {
             .args(["train", "--config", "configs/detect-tiny.toml"])
             .args(["--set", &format!("data.root={}", quoted(&data))])
             .args(["--set", &format!("run.out_dir={}", quoted(&out))])
-            .args(["--set", "run.steps=2", "--set", "run.evaluate=false"]);
+            .args(["--set", "run.steps=2", "--set", "run.evaluate=false"])
+            // The head alone: the tower's key biases get no gradient but float noise, which
+            // AdamW scales up to differences of 1e-4 between summation orders.
+            .args(["--set", "trainable.full=false"]);
         for set in extra {
             command.args(["--set", set]);
         }
@@ -305,8 +308,15 @@ fn the_detection_task_accumulates_splits_over_devices_and_validates() {
     };
     let (whole, out, _) = run("whole", &["run.batch_size=4", "run.validate_every=2"]);
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
-    assert!(metrics.contains("\"validation\":{\"step\":2"), "{metrics}");
-    assert!(metrics.contains("\"validation_metrics\""), "{metrics}");
+    let logged = |kind: &str| {
+        metrics
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter_map(|v| v.get(kind)?.get("step")?.as_u64())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(logged("validation"), [2], "{metrics}");
+    assert_eq!(logged("validation_metrics"), [2], "{metrics}");
     let (accumulated, _, _) = run("accumulated", &["run.batch_size=2", "optim.grad_accum=2"]);
     let (two_devices, _, text) = run(
         "two-devices",
@@ -317,6 +327,7 @@ fn the_detection_task_accumulates_splits_over_devices_and_validates() {
     let (moved, _) = max_abs_difference(&one_step, &whole).unwrap();
     for (name, model) in [("accumulated", &accumulated), ("two devices", &two_devices)] {
         let (diff, at) = max_abs_difference(&whole, model).unwrap();
+        println!("{name}: max difference {diff:.2e} (the second step moved {moved:.2e})");
         assert!(diff < 1e-5, "{name} differs by {diff} at {at}\n{text}");
         assert!(moved > 100.0 * diff.max(1e-7), "moved {moved}, {name} diff {diff}");
     }
