@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use legion_train::evaluation::EvalSummary;
+use legion_train::evaluation::{EvalSummary, TaskEval};
 use legion_train::{StepRecord, TrainConfig, TrainObserver, TrainSummary, train};
 
 #[derive(Debug, Args)]
@@ -128,26 +128,35 @@ fn print_summary(summary: &TrainSummary) {
             e.miou, e.f1, e.rouge_l, e.masks_per_image
         );
     };
-    if summary.before.is_some() || summary.after.is_some() {
-        let reference = summary.after.as_ref().or(summary.before.as_ref());
+    fn segment(scores: &Option<TaskEval>) -> Option<&EvalSummary> {
+        match scores {
+            Some(TaskEval::Segment(scores)) => Some(scores),
+            _ => None,
+        }
+    }
+    let (before, after) = (segment(&summary.before), segment(&summary.after));
+    if let Some(reference) = after.or(before) {
         println!();
         println!(
             "held-out split ({} images, per-image mean x100, paper convention):",
-            reference.map_or(0, |e| e.images)
+            reference.images
         );
         println!("| model                  |   mIoU |     F1 | ROUGE-L | masks/image |");
         println!("|------------------------|--------|--------|---------|-------------|");
-        if let Some(e) = reference {
-            println!(
-                "| {:<22} | {:>6.2} | {:>6.2} | {:>7} | {:>11} |",
-                "all-background", e.background_miou, e.background_f1, "-", "0.00"
-            );
-        }
-        if let Some(e) = &summary.before {
+        println!(
+            "| {:<22} | {:>6.2} | {:>6.2} | {:>7} | {:>11} |",
+            "all-background", reference.background_miou, reference.background_f1, "-", "0.00"
+        );
+        if let Some(e) = before {
             row("untrained (same init)", e);
         }
-        if let Some(e) = &summary.after {
+        if let Some(e) = after {
             row("trained", e);
+        }
+    }
+    for (name, scores) in [("untrained", &summary.before), ("trained", &summary.after)] {
+        if let Some(TaskEval::Detect(scores)) = scores {
+            println!("held-out, {name}: {}", scores.one_line());
         }
     }
     println!();

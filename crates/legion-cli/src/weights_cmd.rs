@@ -19,27 +19,16 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+use clap::builder::PossibleValuesParser;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use legion_backend::Device;
-use legion_model::legion::{ClipWeights, LegionConfig, LegionParamCount};
-use legion_model::tokenizer::{LegionTokenizer, resolve_tokenizer_json};
-use legion_model::weights::{
-    Allowances, ExportOptions, FloatDType, FloatDTypePolicy, LoadOptions, export_glamm_safetensors,
+use legion_model::legion::{
+    ClipWeights, ExportOptions, LegionConfig, LegionParamCount, export_glamm_safetensors,
     load_native, save_native,
 };
-
-/// Named model sizes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Preset {
-    /// LEGION / GLaMM as released: CLIP ViT-L/14-336, Vicuna-7B (vocab 32007), SAM ViT-H.
-    #[value(name = "legion-7b")]
-    Legion7b,
-    /// The tiny model of the test fixtures (`LegionConfig::fixture`).
-    Fixture,
-    /// The tiny trainable model (`LegionConfig::tiny`).
-    Tiny,
-}
+use legion_model::tokenizer::{LegionTokenizer, resolve_tokenizer_json};
+use legion_model::weights::{Allowances, FloatDType, FloatDTypePolicy, LoadOptions};
 
 /// Float dtype of the written weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -70,9 +59,10 @@ pub struct ConvertArgs {
     /// Output folder (native format: config.json + model.bpk [+ tokenizer.json]).
     #[arg(long)]
     pub out: PathBuf,
-    /// Model size preset (ignored with --config).
-    #[arg(long, value_enum, default_value = "legion-7b")]
-    pub preset: Preset,
+    /// Model size preset, one of `LegionConfig::PRESETS` (ignored with --config).
+    #[arg(long, default_value = "legion-7b",
+          value_parser = PossibleValuesParser::new(LegionConfig::PRESETS.map(|(name, _)| name)))]
+    pub preset: String,
     /// A LegionConfig JSON (burn Config JSON) instead of a preset.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -130,10 +120,12 @@ fn config_of(args: &ConvertArgs) -> anyhow::Result<LegionConfig> {
             serde_json::from_str(&text)
                 .with_context(|| format!("{} is not a LegionConfig JSON", path.display()))
         }
-        None => Ok(match args.preset {
-            Preset::Legion7b => LegionConfig::legion_7b(),
-            Preset::Fixture => LegionConfig::fixture(),
-            Preset::Tiny => LegionConfig::tiny(),
+        None => LegionConfig::preset(&args.preset).with_context(|| {
+            format!(
+                "unknown preset `{}` ({})",
+                args.preset,
+                LegionConfig::preset_names()
+            )
         }),
     }
 }

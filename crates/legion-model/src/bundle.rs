@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 use crate::legion::{Legion, LegionClsConfig, LegionConfig, LegionForCls};
 use crate::precision::cast_params;
 use crate::tokenizer::{LegionTokenizer, TokenizerError};
-use crate::weights::{Allowances, WeightsError, check_result, save_native};
+use crate::legion::native::save_native;
+use crate::weights::{Allowances, WeightsError, check_result};
 
 /// Format tag written to `bundle.json`.
 pub const BUNDLE_FORMAT: &str = "legion-rs-model/1";
@@ -30,10 +31,10 @@ pub const BUNDLE_FORMAT: &str = "legion-rs-model/1";
 /// File names inside a bundle directory.
 pub const BUNDLE_META_FILE: &str = "bundle.json";
 /// See the module docs; the same file as the native folder of `legion convert`
-/// ([`crate::weights::native`]), so a converted folder with a tokenizer is a bundle.
-pub const BUNDLE_CONFIG_FILE: &str = crate::weights::native::NATIVE_CONFIG_FILE;
+/// ([`crate::legion::native`]), so a converted folder with a tokenizer is a bundle.
+pub const BUNDLE_CONFIG_FILE: &str = crate::legion::native::NATIVE_CONFIG_FILE;
 /// See the module docs.
-pub const BUNDLE_WEIGHTS_FILE: &str = crate::weights::native::NATIVE_WEIGHTS_FILE;
+pub const BUNDLE_WEIGHTS_FILE: &str = crate::legion::native::NATIVE_WEIGHTS_FILE;
 /// See the module docs.
 pub const BUNDLE_TOKENIZER_FILE: &str = "tokenizer.json";
 
@@ -41,14 +42,58 @@ pub const BUNDLE_TOKENIZER_FILE: &str = "tokenizer.json";
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
     /// A file of the bundle could not be read or written.
-    #[error("{path}: {message}")]
-    Io { path: PathBuf, message: String },
-    /// `bundle.json` or `config.json` is not valid.
-    #[error("{path}: invalid {what}: {message}")]
-    Invalid {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file of the bundle that must be there is not.
+    #[error("{path}: no such file")]
+    Missing { path: PathBuf },
+    /// `bundle.json`, `detector.json` or `config.json` is not valid JSON of its schema.
+    #[error("{path}: invalid {what}: {source}")]
+    Json {
         path: PathBuf,
         what: &'static str,
-        message: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A metadata file carries another format tag.
+    #[error("{path}: format `{found}`, expected `{expected}`")]
+    Format {
+        path: PathBuf,
+        found: String,
+        expected: &'static str,
+    },
+    /// The configuration cannot build a model.
+    #[error("{path}: {source}")]
+    Config {
+        path: PathBuf,
+        #[source]
+        source: crate::legion::LegionError,
+    },
+    /// burn-store could not write a `.bpk` file.
+    #[error("{path}: cannot write the weights: {source}")]
+    WeightsWrite {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// burn-store could not read a `.bpk` file into the model (unreadable, or shapes that do
+    /// not fit).
+    #[error("{path}: weights do not match the model: {source}")]
+    WeightsRead {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The tokenizer file could not be written.
+    #[error("{path}: cannot write the tokenizer: {source}")]
+    TokenizerWrite {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The weights do not match the configuration.
     #[error(transparent)]
@@ -56,9 +101,13 @@ pub enum BundleError {
     /// The tokenizer is unusable.
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
-    /// The configuration is inconsistent, or the tokenizer does not fit the vocabulary.
-    #[error("{path}: {message}")]
-    Mismatch { path: PathBuf, message: String },
+    /// The tokenizer has more tokens than the LLM's vocabulary.
+    #[error("{path}: the tokenizer has {tokens} tokens but the LLM vocabulary only {vocab_size}")]
+    Vocabulary {
+        path: PathBuf,
+        tokens: usize,
+        vocab_size: usize,
+    },
 }
 
 /// Provenance and inference settings of a bundle.
@@ -101,9 +150,9 @@ pub struct ModelBundle {
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> BundleError + '_ {
-    move |e| BundleError::Io {
+    move |source| BundleError::Io {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        source,
     }
 }
 
@@ -122,39 +171,36 @@ impl ModelBundle {
     ) -> Result<(BundleMeta, LegionConfig, LegionTokenizer), BundleError> {
         let meta_path = dir.join(BUNDLE_META_FILE);
         let text = std::fs::read_to_string(&meta_path).map_err(io_err(&meta_path))?;
-        let meta: BundleMeta = serde_json::from_str(&text).map_err(|e| BundleError::Invalid {
+        let meta: BundleMeta = serde_json::from_str(&text).map_err(|source| BundleError::Json {
             path: meta_path.clone(),
             what: "bundle metadata",
-            message: e.to_string(),
+            source,
         })?;
         if meta.format != BUNDLE_FORMAT {
-            return Err(BundleError::Invalid {
+            return Err(BundleError::Format {
                 path: meta_path,
-                what: "bundle metadata",
-                message: format!("format `{}`, expected `{BUNDLE_FORMAT}`", meta.format),
+                found: meta.format,
+                expected: BUNDLE_FORMAT,
             });
         }
         let config_path = dir.join(BUNDLE_CONFIG_FILE);
         let text = std::fs::read_to_string(&config_path).map_err(io_err(&config_path))?;
         let config: LegionConfig =
-            serde_json::from_str(&text).map_err(|e| BundleError::Invalid {
+            serde_json::from_str(&text).map_err(|source| BundleError::Json {
                 path: config_path.clone(),
                 what: "LEGION config",
-                message: e.to_string(),
+                source,
             })?;
-        config.validate().map_err(|e| BundleError::Mismatch {
+        config.validate().map_err(|source| BundleError::Config {
             path: config_path.clone(),
-            message: e.to_string(),
+            source,
         })?;
         let tokenizer = LegionTokenizer::from_file(&dir.join(BUNDLE_TOKENIZER_FILE))?;
         if tokenizer.vocab_size() > config.llm.vocab_size {
-            return Err(BundleError::Mismatch {
+            return Err(BundleError::Vocabulary {
                 path: config_path,
-                message: format!(
-                    "the tokenizer has {} tokens but the LLM vocabulary only {}",
-                    tokenizer.vocab_size(),
-                    config.llm.vocab_size
-                ),
+                tokens: tokenizer.vocab_size(),
+                vocab_size: config.llm.vocab_size,
             });
         }
         Ok((meta, config, tokenizer))
@@ -182,9 +228,9 @@ impl ModelBundle {
         dtype: Option<FloatDType>,
     ) -> Result<Self, BundleError> {
         let (meta, config, tokenizer) = Self::read_config(dir)?;
-        let model = config.init(device).map_err(|e| BundleError::Mismatch {
+        let model = config.init(device).map_err(|source| BundleError::Config {
             path: dir.join(BUNDLE_CONFIG_FILE),
-            message: e.to_string(),
+            source,
         })?;
         let model = load_burnpack(model, &dir.join(BUNDLE_WEIGHTS_FILE))?;
         let model = match dtype {
@@ -220,9 +266,9 @@ impl ModelBundle {
             self.tokenizer
                 .inner()
                 .save(&tokenizer_path, true)
-                .map_err(|e| BundleError::Io {
+                .map_err(|source| BundleError::TokenizerWrite {
                     path: tokenizer_path.clone(),
-                    message: e.to_string(),
+                    source,
                 })
         })
     }
@@ -265,24 +311,24 @@ impl DetectorBundle {
     pub fn load(dir: &Path, device: &Device) -> Result<Self, BundleError> {
         let meta_path = dir.join(DETECTOR_META_FILE);
         let text = std::fs::read_to_string(&meta_path).map_err(io_err(&meta_path))?;
-        let meta: DetectorMeta = serde_json::from_str(&text).map_err(|e| BundleError::Invalid {
+        let meta: DetectorMeta = serde_json::from_str(&text).map_err(|source| BundleError::Json {
             path: meta_path.clone(),
             what: "detector metadata",
-            message: e.to_string(),
+            source,
         })?;
         if meta.format != DETECTOR_FORMAT {
-            return Err(BundleError::Invalid {
+            return Err(BundleError::Format {
                 path: meta_path,
-                what: "detector metadata",
-                message: format!("format `{}`, expected `{DETECTOR_FORMAT}`", meta.format),
+                found: meta.format,
+                expected: DETECTOR_FORMAT,
             });
         }
         let model = meta
             .config
             .init(device)
-            .map_err(|e| BundleError::Mismatch {
+            .map_err(|source| BundleError::Config {
                 path: meta_path.clone(),
-                message: e.to_string(),
+                source,
             })?;
         let model = load_burnpack(model, &dir.join(BUNDLE_WEIGHTS_FILE))?;
         Ok(Self {
@@ -371,25 +417,26 @@ pub fn sync_dir(dir: &Path) -> Result<(), BundleError> {
 /// to a burnpack file, replacing it.
 ///
 /// # Errors
-/// [`BundleError::Io`] when burn-store fails.
+/// [`BundleError::WeightsWrite`] when burn-store fails.
 pub fn save_burnpack<M: Module>(module: &M, path: &Path) -> Result<(), BundleError> {
     let mut store = BurnpackStore::from_file(path).overwrite(true);
-    module.save_into(&mut store).map_err(|e| BundleError::Io {
-        path: path.to_path_buf(),
-        message: format!("{e:?}"),
-    })
+    module
+        .save_into(&mut store)
+        .map_err(|source| BundleError::WeightsWrite {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })
 }
 
 /// Loads a burnpack file into `module` strictly (nothing missing, nothing left over).
 ///
 /// # Errors
-/// [`BundleError::Io`] when the file cannot be read, [`WeightsError::Mismatch`] when the
-/// tensors do not match the module.
+/// [`BundleError::Missing`] / [`BundleError::WeightsRead`] when the file cannot be read or
+/// its shapes do not fit, [`WeightsError::Mismatch`] when the tensors do not match the module.
 pub fn load_burnpack<M: Module>(mut module: M, path: &Path) -> Result<M, BundleError> {
     if !path.is_file() {
-        return Err(BundleError::Io {
+        return Err(BundleError::Missing {
             path: path.to_path_buf(),
-            message: "no such file".into(),
         });
     }
     let mut store = BurnpackStore::from_file(path).allow_partial(true);
@@ -397,9 +444,9 @@ pub fn load_burnpack<M: Module>(mut module: M, path: &Path) -> Result<M, BundleE
     // result.
     let result = module
         .load_from(&mut store)
-        .map_err(|e| BundleError::Mismatch {
+        .map_err(|source| BundleError::WeightsRead {
             path: path.to_path_buf(),
-            message: format!("weights do not match the model: {e:?}"),
+            source: Box::new(source),
         })?;
     check_result(path, &result, &Allowances::strict())?;
     Ok(module)
@@ -451,7 +498,7 @@ mod tests {
         .unwrap();
         let err = ModelBundle::load(&target, &device).unwrap_err();
         assert!(
-            matches!(err, BundleError::Mismatch { .. }) && err.to_string().contains("gate_proj"),
+            matches!(err, BundleError::WeightsRead { .. }) && err.to_string().contains("gate_proj"),
             "{err}"
         );
         std::fs::remove_dir_all(&dir).unwrap();

@@ -38,36 +38,56 @@ use burn::tensor::{DType, Device, Tensor};
 
 use crate::precision::{cast_to, param_dtype};
 
-use crate::weights::{self, Allowances, KeyRemap, WeightsError};
+use crate::weights::{self, Allowances, KeyRemap, WeightsError, compile_patterns};
+
+/// Where GLaMM / LEGION state dicts keep the CLIP tower, as a regex:
+/// `LlavaLlamaForCausalLM.model.vision_tower` (`CLIPVisionTower`) `.vision_tower`
+/// (`CLIPVisionModel`) `.vision_model`.
+macro_rules! glamm_clip_prefix {
+    () => {
+        r"model\.vision_tower\.vision_tower\.vision_model\."
+    };
+}
+pub(crate) use glamm_clip_prefix;
+
+/// The one table of CLIP's key names, for every checkpoint family: the rules that move a CLIP
+/// tower found under `$from` (a regex) in a checkpoint to `$to` in the model (`$to_re`: the
+/// same path as a regex), with HF's renames of the tower's fields (`encoder.layers` ->
+/// `layers`, `pre_layrnorm` -> `pre_layernorm`), between the family's rules `[$before]` and
+/// `[$after]`. A macro so that every table stays a `&'static [KeyRemap]` constant.
+macro_rules! clip_tower_remap {
+    ($from:expr, $to:literal, $to_re:literal; [$($before:expr),*]; [$($after:expr),*]) => {
+        &[
+            $($before,)*
+            (concat!("^", $from), $to),
+            (concat!("^", $to_re, r"encoder\.layers\."), concat!($to, "layers.")),
+            (concat!("^", $to_re, r"pre_layrnorm\."), concat!($to, "pre_layernorm.")),
+            $($after,)*
+        ]
+    };
+}
+pub(crate) use clip_tower_remap;
 
 /// Key remaps from HF CLIP naming (`CLIPVisionModel` / `CLIPModel` checkpoints such as
 /// `openai/clip-vit-large-patch14-336`) to [`ClipVisionTransformer`] field paths.
 ///
 /// The `vision_model.` prefix is optional: hub checkpoints (transformers 4.x) have it,
 /// `CLIPVisionModel.state_dict()` in transformers 5.x does not.
-pub const HF_CLIP_REMAP: &[KeyRemap] = &[
-    (r"^vision_model\.", ""),
-    (r"^encoder\.layers\.", "layers."),
-    (r"^pre_layrnorm\.", "pre_layernorm."),
-];
+pub const HF_CLIP_REMAP: &[KeyRemap] = clip_tower_remap!(r"vision_model\.", "", ""; []; []);
 
-/// Key remaps from the GLaMM / LEGION combined state dict (`LlavaLlamaForCausalLM.model
-/// .vision_tower` (`CLIPVisionTower`) `.vision_tower` (`CLIPVisionModel`) `.vision_model`) to
-/// [`ClipVisionTransformer`] field paths. A PEFT-wrapped (unmerged LoRA) state dict adds
-/// `base_model.model.`, accepted too.
+/// Key remaps from the GLaMM / LEGION combined state dict (the tower under
+/// [`glamm_clip_prefix`]) to [`ClipVisionTransformer`] field paths. A PEFT-wrapped (unmerged
+/// LoRA) state dict adds `base_model.model.`, accepted too.
 ///
 /// Note: GLaMM's and LEGION's `merge_lora_weights.py` drop every key containing `vision_tower`
 /// before `save_pretrained`, so merged GLaMM/LEGION HF checkpoints carry no CLIP weights (load
 /// `openai/clip-vit-large-patch14-336` with [`HF_CLIP_REMAP`]); the prefix appears in DeepSpeed
 /// `zero_to_fp32` dumps and in `LegionForCls` checkpoints saved by the HF `Trainer`.
-pub const GLAMM_CLIP_REMAP: &[KeyRemap] = &[
-    (
-        r"^(?:base_model\.model\.)?model\.vision_tower\.vision_tower\.vision_model\.",
-        "",
-    ),
-    (r"^encoder\.layers\.", "layers."),
-    (r"^pre_layrnorm\.", "pre_layernorm."),
-];
+pub const GLAMM_CLIP_REMAP: &[KeyRemap] = clip_tower_remap!(
+    concat!(r"(?:base_model\.model\.)?", glamm_clip_prefix!()), "", "";
+    [];
+    []
+);
 
 /// File tensors (after [`HF_CLIP_REMAP`]) that a vision-only load ignores: the text tower and
 /// projections of a full `CLIPModel` checkpoint, and the `position_ids` buffer that transformers
@@ -157,12 +177,29 @@ pub struct ClipVisionConfig {
 impl ClipVisionConfig {
     /// `openai/clip-vit-large-patch14-336`, LEGION's global image encoder.
     pub fn clip_vit_l_336() -> Self {
-        Self::new(336, 14, 1024, 24, 16, 4096)
+        Self {
+            image_size: 336,
+            patch_size: 14,
+            hidden_size: 1024,
+            num_layers: 24,
+            num_heads: 16,
+            intermediate_size: 4096,
+            num_channels: 3,
+            layer_norm_eps: 1e-5,
+            activation: ClipActivation::QuickGelu,
+        }
     }
 
     /// A tiny tower for tests: 42 px, patch 14 (9 patches), width 32, 3 layers, 4 heads.
     pub fn tiny() -> Self {
-        Self::new(42, 14, 32, 3, 4, 64)
+        Self {
+            image_size: 42,
+            hidden_size: 32,
+            num_layers: 3,
+            num_heads: 4,
+            intermediate_size: 64,
+            ..Self::clip_vit_l_336()
+        }
     }
 
     /// Patches per side.
@@ -569,15 +606,6 @@ impl ClipCheckpointLayout {
             unexpected: compile_patterns(ignored),
         }
     }
-}
-
-/// Compiles a static pattern table.
-pub(crate) fn compile_patterns(patterns: &[&str]) -> Vec<regex_lite::Regex> {
-    patterns
-        .iter()
-        // The tables are constants of this crate, compiled in its unit tests: never invalid.
-        .map(|p| regex_lite::Regex::new(p).expect("static pattern table is valid"))
-        .collect()
 }
 
 /// Loads the vision tower's weights from a safetensors file, strictly: every tower tensor must

@@ -2,8 +2,10 @@
 //! `.npy`, to compare with the PyTorch reference outside the test suite
 //! (`legion debug forward <component> --checkpoint DIR --input IN.npy --output OUT.npy`).
 //!
-//! A checkpoint directory holds `config.json` and the weights as safetensors in the reference
-//! naming (`model.safetensors`, or the only `*.safetensors` file):
+//! A checkpoint directory holds `config.json` and the weights in the reference naming, in any
+//! layout `legion convert` reads (sharded safetensors or `.bin` with an index,
+//! `model.safetensors`, `pytorch_model.bin`, or the folder's only `.safetensors`/`.bin`/`.pt`/
+//! `.pth`/`.ckpt` file; [`find_weights`]):
 //!
 //! | component | `config.json` | weights | inputs -> output |
 //! |---|---|---|---|
@@ -14,7 +16,10 @@
 //! | `legion` | burn JSON of [`LegionConfig`] | GLaMM/LEGION combined naming; CLIP from `clip.safetensors` (HF naming) when that file exists | CLIP pixels `[B,3,S,S]`, ids `[B,T]` with one -200 per row, optional mask `[B,T]` -> logits `[B,T+N-1,V]` |
 //!
 //! SAM `config.json`: either `{"variant": "vit_h" | "vit_l" | "vit_b"}` (the released SAMs), or
-//! the burn JSON of [`SamConfig`] (what `SamConfig::save` writes):
+//! segment-anything's `_build_sam` parameters (`{"encoder_embed_dim": 1280, "encoder_depth": 32,
+//! "encoder_num_heads": 16, "encoder_global_attn_indexes": [7, 15, 23, 31]}`, optionally
+//! `prompt_embed_dim`, `image_size`, `vit_patch_size`), or the burn JSON of [`SamConfig`] (what
+//! `SamConfig::save` writes):
 //! `{"image_encoder": {"img_size", "patch_size", "embed_dim", "depth", "num_heads",
 //! "global_attn_indexes", "window_size", "out_chans", ...}, "prompt_encoder": {"embed_dim",
 //! "image_embedding_size", "input_image_size", "mask_in_chans"}, "mask_decoder":
@@ -35,8 +40,12 @@ use crate::clip_vision::{
 };
 use crate::legion::{ClipWeights, LegionConfig, LegionError};
 use crate::llama::LlamaConfig;
-use crate::sam::{Sam, SamConfig, SamPrompts};
+use crate::sam::{
+    Sam, SamConfig, SamImageEncoderConfig, SamMaskDecoderConfig, SamPromptEncoderConfig, SamPrompts,
+    TwoWayTransformerConfig,
+};
 use crate::weights::WeightsError;
+use crate::weights::CheckpointSource;
 
 /// The components [`debug_forward`] can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,9 +118,6 @@ pub enum DebugError {
     /// `config.json` is missing fields or unsupported.
     #[error("config {path}: {message}")]
     Config { path: PathBuf, message: String },
-    /// The checkpoint directory has no (or several) safetensors files.
-    #[error("checkpoint directory {path}: {message}")]
-    Checkpoint { path: PathBuf, message: String },
     /// Wrong number of inputs for the component.
     #[error("{component} takes {expected} input file(s), got {got}")]
     Inputs {
@@ -258,37 +264,19 @@ fn ids_array(path: &Path) -> Result<NpyArray<i64>, DebugError> {
     Ok(array)
 }
 
-/// The weights file of a checkpoint directory: `model.safetensors`, else the only
-/// `*.safetensors` other than `clip.safetensors`.
+/// The separate HF CLIP file a `legion` checkpoint directory may hold.
+const CLIP_FILE: &str = "clip.safetensors";
+
+/// The weights of a checkpoint directory, in every layout `legion convert` reads
+/// ([`CheckpointSource::resolve`]: sharded safetensors or `.bin` with an index,
+/// `model.safetensors`, `pytorch_model.bin`, a single `.pt`/`.pth`/`.ckpt`/`.safetensors`),
+/// `clip.safetensors` aside: the index or the file to load.
 ///
 /// # Errors
-/// [`DebugError::Checkpoint`] when there is none or the choice is ambiguous.
-pub fn find_safetensors(dir: &Path) -> Result<PathBuf, DebugError> {
-    let err = |message: String| DebugError::Checkpoint {
-        path: dir.to_path_buf(),
-        message,
-    };
-    let preferred = dir.join("model.safetensors");
-    if preferred.is_file() {
-        return Ok(preferred);
-    }
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| err(e.to_string()))?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension().is_some_and(|e| e == "safetensors")
-                && p.file_name().is_some_and(|n| n != "clip.safetensors")
-        })
-        .collect();
-    found.sort();
-    match found.len() {
-        1 => Ok(found.remove(0)),
-        0 => Err(err("no *.safetensors file".into())),
-        _ => Err(err(format!(
-            "several safetensors files ({}); name the weights model.safetensors",
-            found.len()
-        ))),
-    }
+/// [`DebugError::Weights`] when there is none or the choice is ambiguous.
+pub fn find_weights(dir: &Path) -> Result<PathBuf, DebugError> {
+    let source = CheckpointSource::resolve_folder_excluding(dir, Some(CLIP_FILE))?;
+    Ok(source.entry_file().to_path_buf())
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value, DebugError> {
@@ -345,29 +333,169 @@ pub fn clip_config_from_hf_json(path: &Path) -> Result<ClipVisionConfig, DebugEr
         Some("gelu") => ClipActivation::Gelu,
         Some(other) => return Err(err(format!("hidden_act `{other}` is not supported"))),
     };
+    config.validate().map_err(|e| err(e.to_string()))?;
     Ok(config)
 }
 
-/// Reads a SAM `config.json`: `{"variant": "vit_h"|"vit_l"|"vit_b"}` or a serialised
-/// [`SamConfig`].
+/// The burn SAM JSON's fields that have a default (`#[config(default)]`), per section: a file
+/// may leave them out and gets [`SamConfig::vit_b`]'s, which are those defaults.
+const SAM_DEFAULTED_FIELDS: [(&[&str], &[&str]); 3] = [
+    (
+        &["image_encoder"],
+        &[
+            "window_size",
+            "out_chans",
+            "in_chans",
+            "mlp_ratio",
+            "qkv_bias",
+            "use_abs_pos",
+            "use_rel_pos",
+            "norm_eps",
+        ],
+    ),
+    (
+        &["mask_decoder"],
+        &["num_multimask_outputs", "iou_head_depth", "iou_head_hidden_dim"],
+    ),
+    (
+        &["mask_decoder", "transformer"],
+        &["attention_downsample_rate", "norm_eps"],
+    ),
+];
+
+/// segment-anything's `_build_sam` parameters (`build_sam.py`) and their defaults there
+/// (`None`: required).
+const SAM_BUILD_PARAMETERS: [(&str, Option<u64>); 7] = [
+    ("encoder_embed_dim", None),
+    ("encoder_depth", None),
+    ("encoder_num_heads", None),
+    ("encoder_global_attn_indexes", None),
+    ("prompt_embed_dim", Some(256)),
+    ("image_size", Some(1024)),
+    ("vit_patch_size", Some(16)),
+];
+
+/// Reads a SAM `config.json`: `{"variant": "vit_h"|"vit_l"|"vit_b"}`, segment-anything's
+/// build parameters (`{"encoder_embed_dim": 768, "encoder_depth": 12, "encoder_num_heads":
+/// 12, "encoder_global_attn_indexes": [2, 5, 8, 11]}`, optionally `prompt_embed_dim`,
+/// `image_size`, `vit_patch_size`), or the burn JSON of [`SamConfig`] with or without its
+/// defaulted fields. The result is validated.
 ///
 /// # Errors
-/// [`DebugError::Config`] on an unknown variant or an unparsable config.
+/// [`DebugError::Config`] on an unknown variant, a missing or unknown field, or a value no SAM
+/// can be built from.
 pub fn sam_config_from_json(path: &Path) -> Result<SamConfig, DebugError> {
     let json = read_json(path)?;
     let err = |message: String| DebugError::Config {
         path: path.to_path_buf(),
         message,
     };
-    if let Some(variant) = json.get("variant") {
-        return match variant.as_str() {
-            Some("vit_h") => Ok(SamConfig::vit_h()),
-            Some("vit_l") => Ok(SamConfig::vit_l()),
-            Some("vit_b") => Ok(SamConfig::vit_b()),
-            other => Err(err(format!("unknown SAM variant {other:?}"))),
-        };
+    let config = if let Some(variant) = json.get("variant") {
+        match variant.as_str() {
+            Some("vit_h") => SamConfig::vit_h(),
+            Some("vit_l") => SamConfig::vit_l(),
+            Some("vit_b") => SamConfig::vit_b(),
+            other => return Err(err(format!("unknown SAM variant {other:?}"))),
+        }
+    } else if json.get("image_encoder").is_some() {
+        let mut json = json;
+        let defaults = serde_json::to_value(SamConfig::vit_b()).expect("plain config serialises");
+        for (section, fields) in SAM_DEFAULTED_FIELDS {
+            let pointer: String = section.iter().map(|s| format!("/{s}")).collect();
+            let (Some(target), Some(default)) =
+                (json.pointer_mut(&pointer), defaults.pointer(&pointer))
+            else {
+                continue;
+            };
+            if let Some(target) = target.as_object_mut() {
+                for field in fields {
+                    if !target.contains_key(*field) {
+                        target.insert(field.to_string(), default[*field].clone());
+                    }
+                }
+            }
+        }
+        serde_json::from_value(json).map_err(|e| err(e.to_string()))?
+    } else {
+        sam_from_build_parameters(&json).map_err(err)?
+    };
+    config.validate().map_err(|e| err(e.to_string()))?;
+    Ok(config)
+}
+
+/// The SAM `_build_sam` builds from its parameters: ViT encoder with window 14, MLP ratio 4,
+/// relative positions and LayerNorm eps 1e-6, output width = prompt width; prompt encoder with
+/// 16 mask channels; mask decoder with 3 multimask outputs, a 2-layer two-way transformer
+/// (8 heads, MLP 2048) and a 3-layer IoU head of 256.
+fn sam_from_build_parameters(json: &serde_json::Value) -> Result<SamConfig, String> {
+    let object = json
+        .as_object()
+        .ok_or("expected a JSON object".to_string())?;
+    if let Some(unknown) = object
+        .keys()
+        .find(|k| !SAM_BUILD_PARAMETERS.iter().any(|(name, _)| name == k))
+    {
+        let names: Vec<&str> = SAM_BUILD_PARAMETERS.iter().map(|(n, _)| *n).collect();
+        return Err(format!(
+            "unknown field `{unknown}`: a SAM config.json is {{\"variant\": ..}}, the burn \
+             SamConfig JSON (with \"image_encoder\"), or segment-anything's build parameters \
+             ({})",
+            names.join(", ")
+        ));
     }
-    SamConfig::load(path).map_err(|e| err(format!("{e:?}")))
+    let number = |name: &str| -> Result<usize, String> {
+        let default = SAM_BUILD_PARAMETERS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, d)| *d);
+        match (object.get(name), default) {
+            (Some(v), _) => v
+                .as_u64()
+                .map(|v| v as usize)
+                .ok_or_else(|| format!("`{name}` must be a non-negative integer")),
+            (None, Some(d)) => Ok(d as usize),
+            (None, None) => Err(format!("missing field `{name}`")),
+        }
+    };
+    let global_attn_indexes = object
+        .get("encoder_global_attn_indexes")
+        .ok_or("missing field `encoder_global_attn_indexes`".to_string())?
+        .as_array()
+        .and_then(|a| a.iter().map(|v| v.as_u64().map(|v| v as usize)).collect())
+        .ok_or("`encoder_global_attn_indexes` must be a list of block indexes".to_string())?;
+    let prompt_embed_dim = number("prompt_embed_dim")?;
+    let image_size = number("image_size")?;
+    let patch_size = number("vit_patch_size")?;
+    if patch_size == 0 {
+        return Err("`vit_patch_size` must be > 0".into());
+    }
+    let base = SamConfig::vit_b();
+    Ok(SamConfig {
+        image_encoder: SamImageEncoderConfig {
+            img_size: image_size,
+            patch_size,
+            embed_dim: number("encoder_embed_dim")?,
+            depth: number("encoder_depth")?,
+            num_heads: number("encoder_num_heads")?,
+            global_attn_indexes,
+            out_chans: prompt_embed_dim,
+            ..base.image_encoder
+        },
+        prompt_encoder: SamPromptEncoderConfig {
+            embed_dim: prompt_embed_dim,
+            image_embedding_size: [image_size / patch_size; 2],
+            input_image_size: [image_size; 2],
+            ..base.prompt_encoder
+        },
+        mask_decoder: SamMaskDecoderConfig {
+            transformer_dim: prompt_embed_dim,
+            transformer: TwoWayTransformerConfig {
+                embedding_dim: prompt_embed_dim,
+                ..base.mask_decoder.transformer
+            },
+            ..base.mask_decoder
+        },
+    })
 }
 
 fn expect_inputs(
@@ -401,7 +529,7 @@ pub fn debug_forward(
     device: &Device,
 ) -> Result<Vec<usize>, DebugError> {
     let config_path = checkpoint_dir.join("config.json");
-    let weights = find_safetensors(checkpoint_dir)?;
+    let weights = find_weights(checkpoint_dir)?;
     let model_err = |message: String| DebugError::Model { component, message };
     let result: Tensor<4> = match component {
         DebugComponent::ClipVision => {
@@ -518,7 +646,7 @@ pub fn debug_forward(
                 path: config_path.clone(),
                 message: format!("{e:?}"),
             })?;
-            let clip_file = checkpoint_dir.join("clip.safetensors");
+            let clip_file = checkpoint_dir.join(CLIP_FILE);
             let clip = if clip_file.is_file() {
                 ClipWeights::HfFile(&clip_file)
             } else {

@@ -18,9 +18,8 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Int, Tensor};
 
-use crate::clip_vision::compile_patterns;
 use crate::precision::{cast_to, param_dtype, to_f32};
-use crate::weights::{self, Allowances, KeyRemap, WeightsError};
+use crate::weights::{self, Allowances, KeyRemap, WeightsError, compile_patterns};
 
 /// Class index of a real image (LEGION's convention).
 pub const REAL_LABEL: i64 = 1;
@@ -54,12 +53,20 @@ pub struct DetectionHeadConfig {
 impl DetectionHeadConfig {
     /// `LegionForCls.prediction_head` on CLIP ViT-L: 1024 -> 2048 -> ReLU -> 2.
     pub fn legion_cls() -> Self {
-        Self::new(1024, 2048)
+        Self {
+            input_size: 1024,
+            hidden_size: 2048,
+            num_classes: 2,
+        }
     }
 
     /// A tiny head for tests: 16 -> 32 -> 2.
     pub fn tiny() -> Self {
-        Self::new(16, 32)
+        Self {
+            input_size: 16,
+            hidden_size: 32,
+            ..Self::legion_cls()
+        }
     }
 
     /// Initialises a head with random weights.

@@ -8,6 +8,7 @@
 
 pub mod bundle;
 pub mod clip_vision;
+pub mod config_check;
 pub mod debug;
 pub mod detection_head;
 pub mod generation;

@@ -16,9 +16,8 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
-use crate::clip_vision::compile_patterns;
 use crate::precision::{cast_to, param_dtype};
-use crate::weights::{self, Allowances, KeyRemap, WeightsError};
+use crate::weights::{self, Allowances, KeyRemap, WeightsError, compile_patterns};
 
 /// Key remaps from the GLaMM / LEGION / LLaVA naming (`model.mm_projector.0` = first Linear,
 /// `.2` = second; `.1` is the parameter-free GELU) to [`MlpProjector`] field paths. Also covers a
@@ -46,12 +45,18 @@ pub struct MlpProjectorConfig {
 impl MlpProjectorConfig {
     /// LLaVA-1.5 / GLaMM / LEGION `mlp2x_gelu`: 1024 -> 4096 -> 4096.
     pub fn llava_mlp2x_gelu() -> Self {
-        Self::new(1024, 4096)
+        Self {
+            input_size: 1024,
+            hidden_size: 4096,
+        }
     }
 
     /// A tiny projector for tests: 16 -> 32 -> 32.
     pub fn tiny() -> Self {
-        Self::new(16, 32)
+        Self {
+            input_size: 16,
+            hidden_size: 32,
+        }
     }
 
     /// Initialises a projector with random weights.

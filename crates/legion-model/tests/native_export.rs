@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::store::{ModuleSnapshot, ModuleStore, SafetensorsStore, bridge};
 use burn::tensor::{Device, FloatDType};
-use legion_model::legion::{ClipWeights, Legion, LegionConfig};
-use legion_model::weights::{
-    ExportOptions, FloatDTypePolicy, WeightsError, export_glamm_safetensors, load_native,
+use legion_model::legion::{
+    ClipWeights, ExportOptions, Legion, LegionConfig, export_glamm_safetensors, load_native,
     save_native,
 };
+use legion_model::weights::{FloatDTypePolicy, WeightsError};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/legion")

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use legion_data::fsutil::write_atomic;
 use legion_model::bundle::{load_burnpack, save_burnpack, sync_dir};
 
-use crate::TrainError;
+use crate::error::TrainError;
 
 /// Name of the pointer file to the newest checkpoint.
 pub const LATEST_FILE: &str = "latest";
@@ -45,9 +45,9 @@ pub struct TrainerState {
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
-    move |e| TrainError::Io {
+    move |source| TrainError::Io {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        source,
     }
 }
 
@@ -75,10 +75,12 @@ pub fn save_checkpoint<M: Module>(
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     save_burnpack(model, &tmp.join("model.bpk"))?;
     let optim_path = tmp.join("optim.bpk");
-    optim.save(&optim_path).map_err(|e| TrainError::Io {
-        path: optim_path.clone(),
-        message: format!("{e:?}"),
-    })?;
+    optim
+        .save(&optim_path)
+        .map_err(|source| TrainError::OptimizerState {
+            path: optim_path.clone(),
+            source,
+        })?;
     let state_path = tmp.join("state.json");
     std::fs::write(
         &state_path,
@@ -148,7 +150,8 @@ fn prune(root: &Path, keep: usize) -> Result<(), TrainError> {
 /// The newest complete checkpoint under `root`, from `latest`.
 ///
 /// # Errors
-/// [`TrainError::Io`] when `latest` names a folder that does not exist.
+/// [`TrainError::IncompleteCheckpoint`] when `latest` names a folder that is not a complete
+/// checkpoint.
 pub fn latest_checkpoint(root: &Path) -> Result<Option<PathBuf>, TrainError> {
     let latest = root.join(LATEST_FILE);
     if !latest.is_file() {
@@ -157,12 +160,9 @@ pub fn latest_checkpoint(root: &Path) -> Result<Option<PathBuf>, TrainError> {
     let name = std::fs::read_to_string(&latest).map_err(io(&latest))?;
     let path = root.join(name.trim());
     if !path.join("state.json").is_file() {
-        return Err(TrainError::Io {
-            path: latest,
-            message: format!(
-                "points to {}, which is not a complete checkpoint",
-                path.display()
-            ),
+        return Err(TrainError::IncompleteCheckpoint {
+            latest,
+            target: path,
         });
     }
     Ok(Some(path))
@@ -179,15 +179,17 @@ pub fn load_checkpoint<M: Module>(
 ) -> Result<(M, ModuleOptimizer, TrainerState), TrainError> {
     let model = load_burnpack(model, &dir.join("model.bpk"))?;
     let optim_path = dir.join("optim.bpk");
-    let optim = optim.load(&optim_path).map_err(|e| TrainError::Io {
-        path: optim_path.clone(),
-        message: format!("{e:?}"),
-    })?;
+    let optim = optim
+        .load(&optim_path)
+        .map_err(|source| TrainError::OptimizerState {
+            path: optim_path.clone(),
+            source,
+        })?;
     let state_path = dir.join("state.json");
     let text = std::fs::read_to_string(&state_path).map_err(io(&state_path))?;
-    let state: TrainerState = serde_json::from_str(&text).map_err(|e| TrainError::Io {
+    let state: TrainerState = serde_json::from_str(&text).map_err(|source| TrainError::Json {
         path: state_path.clone(),
-        message: e.to_string(),
+        source,
     })?;
     Ok((model, optim, state))
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::TrainError;
+use crate::error::TrainError;
 
 /// What the run trains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,9 +67,6 @@ pub struct DataSection {
     /// Fraction of training samples drawn from `mix_root` (0 = none).
     #[serde(default)]
     pub mix_ratio: f64,
-    /// Image-level labels for `task = "detect"`: JSONL `{"image": ..., "real": bool}`.
-    #[serde(default)]
-    pub detect_labels: Option<PathBuf>,
 }
 
 /// Optimiser and schedule.
@@ -352,9 +349,9 @@ impl TrainConfig {
     /// # Errors
     /// [`TrainError::Config`] naming the file and the bad field or override.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self, TrainError> {
-        let text = std::fs::read_to_string(path).map_err(|e| TrainError::Config {
-            source_name: path.display().to_string(),
-            message: e.to_string(),
+        let text = std::fs::read_to_string(path).map_err(|source| TrainError::Io {
+            path: path.to_path_buf(),
+            source,
         })?;
         Self::from_toml(&text, &path.display().to_string(), overrides)
     }
@@ -362,25 +359,30 @@ impl TrainConfig {
     /// As [`TrainConfig::load`] from TOML text; `source_name` names it in errors.
     ///
     /// # Errors
-    /// [`TrainError::Config`].
+    /// [`TrainError::ConfigSyntax`] for TOML that does not fit the schema,
+    /// [`TrainError::Config`] for a malformed override or a value [`TrainConfig::validate`]
+    /// refuses.
     pub fn from_toml(
         text: &str,
         source_name: &str,
         overrides: &[String],
     ) -> Result<Self, TrainError> {
-        let err = |message: String| TrainError::Config {
+        let syntax = |source| TrainError::ConfigSyntax {
+            source_name: source_name.to_string(),
+            source,
+        };
+        let mut table: toml::Table = toml::from_str(text).map_err(syntax)?;
+        for assignment in overrides {
+            apply_override(&mut table, assignment).map_err(|m| TrainError::Config {
+                source_name: source_name.to_string(),
+                message: format!("--set {assignment}: {m}"),
+            })?;
+        }
+        let config: TrainConfig = toml::Value::Table(table).try_into().map_err(syntax)?;
+        config.validate().map_err(|message| TrainError::Config {
             source_name: source_name.to_string(),
             message,
-        };
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| err(e.to_string()))?;
-        for assignment in overrides {
-            apply_override(&mut table, assignment)
-                .map_err(|m| err(format!("--set {assignment}: {m}")))?;
-        }
-        let config: TrainConfig = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| err(e.to_string()))?;
-        config.validate().map_err(err)?;
+        })?;
         Ok(config)
     }
 
@@ -390,37 +392,32 @@ impl TrainConfig {
         toml::to_string_pretty(self).expect("serialisable config")
     }
 
-    fn validate(&self) -> Result<(), String> {
+    /// Every problem of the config, `; `-separated: values no run can use, and options the
+    /// run's task cannot honour (which must keep their defaults).
+    ///
+    /// # Errors
+    /// The problems, naming each field.
+    pub fn validate(&self) -> Result<(), String> {
         let mut problems = Vec::new();
-        if self.run.steps == 0 {
-            problems.push("run.steps must be > 0".to_string());
-        }
-        if self.run.batch_size == 0 {
-            problems.push("run.batch_size must be > 0".to_string());
-        }
-        if self.optim.grad_accum == 0 {
-            problems.push("optim.grad_accum must be > 0".to_string());
-        }
-        if !(self.optim.lr.is_finite() && self.optim.lr > 0.0) {
-            problems.push(format!(
-                "optim.lr must be a positive number, got {}",
-                self.optim.lr
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.data.mix_ratio) {
-            problems.push(format!(
-                "data.mix_ratio must be in [0, 1], got {}",
-                self.data.mix_ratio
-            ));
-        }
-        if self.data.mix_ratio > 0.0 && self.data.mix_root.is_none() {
-            problems.push("data.mix_ratio > 0 needs data.mix_root".to_string());
-        }
-        if self.model.init.is_none() && self.data.tokenizer.is_none() {
-            problems.push("data.tokenizer is needed unless model.init names a bundle".to_string());
-        }
-        if self.run.devices.is_empty() {
-            problems.push("run.devices is empty".to_string());
+        self.data.check(&mut problems);
+        self.optim.check(&mut problems);
+        self.loss.check(&mut problems);
+        self.trainable.check(&mut problems);
+        self.run.check(&mut problems);
+        match self.run.task {
+            Task::Segment => {
+                if self.model.init.is_none() && self.data.tokenizer.is_none() {
+                    problems
+                        .push("data.tokenizer is needed unless model.init names a bundle".into());
+                }
+            }
+            Task::Detect => problems.extend(self.segment_only_fields_set().into_iter().map(
+                |field| {
+                    format!(
+                        "{field} does not apply to run.task = \"detect\" (leave it at its default)"
+                    )
+                },
+            )),
         }
         if self.run.batch_size < self.run.devices.len() {
             problems.push(format!(
@@ -434,6 +431,46 @@ impl TrainConfig {
         } else {
             Err(problems.join("; "))
         }
+    }
+
+    /// The fields only `task = "segment"` reads that differ from their defaults.
+    fn segment_only_fields_set(&self) -> Vec<&'static str> {
+        let (data, loss, trainable) = (&self.data, &self.loss, &self.trainable);
+        let defaults = TrainableSection::default();
+        [
+            ("data.tokenizer", data.tokenizer.is_some()),
+            ("data.sam_longest_side", data.sam_longest_side.is_some()),
+            (
+                "data.model_max_length",
+                data.model_max_length != default_max_length(),
+            ),
+            ("data.mix_root", data.mix_root.is_some()),
+            ("data.mix_ratio", data.mix_ratio != 0.0),
+            ("loss.bce_weight", loss.bce_weight != default_bce()),
+            ("loss.dice_weight", loss.dice_weight != default_dice()),
+            ("trainable.lora", trainable.lora != defaults.lora),
+            ("trainable.lora_rank", trainable.lora_rank != defaults.lora_rank),
+            ("trainable.lora_alpha", trainable.lora_alpha != defaults.lora_alpha),
+            (
+                "trainable.lora_dropout",
+                trainable.lora_dropout != defaults.lora_dropout,
+            ),
+            (
+                "trainable.lora_targets",
+                trainable.lora_targets != defaults.lora_targets,
+            ),
+            (
+                "trainable.fully_trained",
+                trainable.fully_trained != defaults.fully_trained,
+            ),
+            (
+                "run.max_new_tokens",
+                self.run.max_new_tokens != default_new_tokens(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(field, set)| set.then_some(field))
+        .collect()
     }
 
     /// Whether a checkpoint written under `other` (its resolved TOML) may be resumed with this
@@ -462,6 +499,117 @@ impl TrainConfig {
     /// Steps of the linear decay.
     pub fn decay_steps(&self) -> u64 {
         self.optim.decay_steps.unwrap_or(self.run.steps)
+    }
+}
+
+/// `problem` when `ok` is false.
+fn require(problems: &mut Vec<String>, ok: bool, problem: impl FnOnce() -> String) {
+    if !ok {
+        problems.push(problem());
+    }
+}
+
+/// Whether `value` is finite and at least 0.
+fn non_negative(value: f64) -> bool {
+    value.is_finite() && value >= 0.0
+}
+
+impl DataSection {
+    fn check(&self, problems: &mut Vec<String>) {
+        require(problems, !self.train_split.is_empty(), || {
+            "data.train_split is empty".into()
+        });
+        require(problems, !self.val_split.is_empty(), || {
+            "data.val_split is empty".into()
+        });
+        require(problems, self.sam_longest_side != Some(0), || {
+            "data.sam_longest_side must be > 0".into()
+        });
+        require(problems, self.model_max_length > 0, || {
+            "data.model_max_length must be > 0".into()
+        });
+        require(problems, (0.0..=1.0).contains(&self.mix_ratio), || {
+            format!("data.mix_ratio must be in [0, 1], got {}", self.mix_ratio)
+        });
+        require(
+            problems,
+            self.mix_ratio == 0.0 || self.mix_root.is_some(),
+            || "data.mix_ratio > 0 needs data.mix_root".into(),
+        );
+    }
+}
+
+impl OptimSection {
+    fn check(&self, problems: &mut Vec<String>) {
+        require(problems, self.lr.is_finite() && self.lr > 0.0, || {
+            format!("optim.lr must be a positive number, got {}", self.lr)
+        });
+        require(problems, non_negative(self.weight_decay), || {
+            format!("optim.weight_decay must be >= 0, got {}", self.weight_decay)
+        });
+        for (name, beta) in [("optim.beta1", self.beta1), ("optim.beta2", self.beta2)] {
+            require(problems, (0.0..1.0).contains(&beta), || {
+                format!("{name} must be in [0, 1), got {beta}")
+            });
+        }
+        require(problems, self.eps.is_finite() && self.eps > 0.0, || {
+            format!("optim.eps must be a positive number, got {}", self.eps)
+        });
+        require(problems, self.decay_steps != Some(0), || {
+            "optim.decay_steps must be > 0 (leave it out for the run's steps)".into()
+        });
+        require(problems, non_negative(self.grad_clip), || {
+            format!("optim.grad_clip must be >= 0 (0 = off), got {}", self.grad_clip)
+        });
+        require(problems, self.grad_accum > 0, || {
+            "optim.grad_accum must be > 0".into()
+        });
+    }
+}
+
+impl LossSection {
+    fn check(&self, problems: &mut Vec<String>) {
+        for (name, weight) in [
+            ("loss.ce_weight", self.ce_weight),
+            ("loss.bce_weight", self.bce_weight),
+            ("loss.dice_weight", self.dice_weight),
+        ] {
+            require(problems, non_negative(weight), || {
+                format!("{name} must be >= 0, got {weight}")
+            });
+        }
+    }
+}
+
+impl TrainableSection {
+    fn check(&self, problems: &mut Vec<String>) {
+        require(problems, !self.lora || self.lora_rank > 0, || {
+            "trainable.lora_rank must be > 0".into()
+        });
+        require(problems, self.lora_alpha.is_finite(), || {
+            format!("trainable.lora_alpha must be a number, got {}", self.lora_alpha)
+        });
+        require(problems, (0.0..1.0).contains(&self.lora_dropout), || {
+            format!(
+                "trainable.lora_dropout must be in [0, 1), got {}",
+                self.lora_dropout
+            )
+        });
+    }
+}
+
+impl RunSection {
+    fn check(&self, problems: &mut Vec<String>) {
+        require(problems, self.steps > 0, || "run.steps must be > 0".into());
+        require(problems, self.batch_size > 0, || {
+            "run.batch_size must be > 0".into()
+        });
+        require(problems, self.max_bad_steps > 0, || {
+            "run.max_bad_steps must be > 0".into()
+        });
+        require(problems, !self.devices.is_empty(), || {
+            "run.devices is empty".into()
+        });
     }
 }
 
@@ -551,5 +699,76 @@ out_dir = "runs/x"
         assert!(e.to_string().contains("run.steps"), "{e}");
         let e = TrainConfig::from_toml(MINIMAL, "m.toml", &["nonsense".into()]).unwrap_err();
         assert!(e.to_string().contains("section.field=value"), "{e}");
+    }
+
+    #[test]
+    fn every_bad_value_is_refused_naming_its_field() {
+        for (assignment, field) in [
+            ("data.train_split=\"\"", "data.train_split"),
+            ("data.val_split=\"\"", "data.val_split"),
+            ("data.sam_longest_side=0", "data.sam_longest_side"),
+            ("data.model_max_length=0", "data.model_max_length"),
+            ("data.mix_ratio=1.5", "data.mix_ratio"),
+            ("data.mix_ratio=nan", "data.mix_ratio"),
+            ("data.mix_ratio=0.5", "data.mix_root"),
+            ("optim.lr=0", "optim.lr"),
+            ("optim.lr=nan", "optim.lr"),
+            ("optim.weight_decay=-1", "optim.weight_decay"),
+            ("optim.beta1=1.0", "optim.beta1"),
+            ("optim.beta2=-0.5", "optim.beta2"),
+            ("optim.eps=0", "optim.eps"),
+            ("optim.decay_steps=0", "optim.decay_steps"),
+            ("optim.grad_clip=inf", "optim.grad_clip"),
+            ("optim.grad_accum=0", "optim.grad_accum"),
+            ("loss.ce_weight=-1", "loss.ce_weight"),
+            ("loss.bce_weight=nan", "loss.bce_weight"),
+            ("loss.dice_weight=inf", "loss.dice_weight"),
+            ("trainable.lora_rank=0", "trainable.lora_rank"),
+            ("trainable.lora_alpha=nan", "trainable.lora_alpha"),
+            ("trainable.lora_dropout=1.0", "trainable.lora_dropout"),
+            ("run.steps=0", "run.steps"),
+            ("run.batch_size=0", "run.batch_size"),
+            ("run.max_bad_steps=0", "run.max_bad_steps"),
+            ("run.devices=[]", "run.devices"),
+            ("run.devices=[\"cpu\", \"cpu\", \"cpu\"]", "run.batch_size"),
+            ("data.tokenizer=false", "tokenizer"),
+            ("run.steps=-1", "-1"),
+            ("run.task=\"classify\"", "classify"),
+        ] {
+            let e = TrainConfig::from_toml(MINIMAL, "m.toml", &[assignment.into()]).unwrap_err();
+            let text = e.to_string();
+            assert!(
+                text.contains(field) && text.contains("m.toml"),
+                "{assignment}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_detect_task_refuses_what_only_segmentation_reads() {
+        let detect = |extra: &[&str]| {
+            let mut overrides = vec!["run.task=\"detect\"".to_string()];
+            overrides.extend(extra.iter().map(|s| s.to_string()));
+            TrainConfig::from_toml(MINIMAL, "m.toml", &overrides)
+        };
+        // MINIMAL names a tokenizer, which a detector does not read.
+        let e = detect(&[]).unwrap_err().to_string();
+        assert!(e.contains("data.tokenizer") && e.contains("detect"), "{e}");
+        let without_tokenizer = MINIMAL.replace("tokenizer = ", "# tokenizer = ");
+        let overrides = ["run.task=\"detect\"".to_string()];
+        TrainConfig::from_toml(&without_tokenizer, "m.toml", &overrides).unwrap();
+        for (assignment, field) in [
+            ("loss.bce_weight=2.0", "loss.bce_weight"),
+            ("trainable.lora_rank=4", "trainable.lora_rank"),
+            ("data.mix_root=\"x\"", "data.mix_root"),
+            ("run.max_new_tokens=10", "run.max_new_tokens"),
+        ] {
+            let mut overrides = overrides.to_vec();
+            overrides.push(assignment.into());
+            let e = TrainConfig::from_toml(&without_tokenizer, "m.toml", &overrides)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{assignment}: {e}");
+        }
     }
 }

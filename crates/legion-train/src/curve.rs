@@ -5,7 +5,7 @@ use std::path::Path;
 
 use image::{Rgb, RgbImage};
 
-use crate::TrainError;
+use crate::error::TrainError;
 
 /// One plotted series.
 struct Series {
@@ -15,16 +15,17 @@ struct Series {
 }
 
 fn read_series(metrics: &Path) -> Result<Vec<Series>, TrainError> {
-    let text = std::fs::read_to_string(metrics).map_err(|e| TrainError::Io {
+    let text = std::fs::read_to_string(metrics).map_err(|source| TrainError::Io {
         path: metrics.to_path_buf(),
-        message: e.to_string(),
+        source,
     })?;
     let mut train = Vec::new();
     let mut val = Vec::new();
     for (line_no, line) in text.lines().enumerate() {
-        let value: serde_json::Value = serde_json::from_str(line).map_err(|e| TrainError::Io {
+        let value: serde_json::Value = serde_json::from_str(line).map_err(|source| TrainError::MetricsLine {
             path: metrics.to_path_buf(),
-            message: format!("line {}: {e}", line_no + 1),
+            line: line_no + 1,
+            source,
         })?;
         let point = |v: &serde_json::Value| -> Option<(f64, f64)> {
             Some((v["step"].as_f64()?, v["loss"].as_f64()?))
@@ -136,9 +137,9 @@ pub fn write_curves(metrics: &Path, out_dir: &Path) -> Result<(), TrainError> {
          <body><h1>Training loss</h1>{svg}<p>From <code>metrics.jsonl</code>.</p></body></html>"
     );
     let html_path = out_dir.join("loss_curve.html");
-    std::fs::write(&html_path, html).map_err(|e| TrainError::Io {
+    std::fs::write(&html_path, html).map_err(|source| TrainError::Io {
         path: html_path.clone(),
-        message: e.to_string(),
+        source,
     })?;
 
     let mut png = RgbImage::from_pixel(w as u32, h as u32, Rgb([255, 255, 255]));
@@ -153,9 +154,9 @@ pub fn write_curves(metrics: &Path, out_dir: &Path) -> Result<(), TrainError> {
         }
     }
     let png_path = out_dir.join("loss_curve.png");
-    png.save(&png_path).map_err(|e| TrainError::Io {
+    png.save(&png_path).map_err(|source| TrainError::ImageWrite {
         path: png_path.clone(),
-        message: e.to_string(),
+        source,
     })
 }
 

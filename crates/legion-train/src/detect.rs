@@ -4,33 +4,28 @@
 //! Data layout (UniversalFakeDetect / CNNDetection): every image under a folder named
 //! `0_real` is real, under `1_fake` fake, at any depth below `<root>/<split>/` (e.g.
 //! `<root>/train/progan/car/1_fake/x.png`); the group of an image is its first folder below
-//! the split. The recipe's optimiser, schedule, clipping, checkpoints, exact resume and NaN
-//! guard are the segmentation run's; the tower is frozen unless `trainable.full`.
+//! the split. The loop is [`crate::learner`]'s (optimiser, schedule, clipping, accumulation,
+//! devices, checkpoints, exact resume, NaN guard, validation); the tower is frozen unless
+//! `trainable.full`.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rayon::prelude::*;
-use serde::Serialize;
 
 use legion_data::image_io::decode_rgb;
-use legion_data::preprocess::{ClipPreprocessConfig, clip_preprocess};
+use legion_data::preprocess::{ClipInput, ClipPreprocessConfig, clip_preprocess};
 use legion_model::bundle::DetectorBundle;
-use legion_model::detection_head::{DetectionHeadConfig, FAKE_LABEL, REAL_LABEL};
+use legion_model::detection_head::{FAKE_LABEL, REAL_LABEL};
 use legion_model::legion::{LegionClsConfig, LegionForCls};
 
-use crate::TrainError;
-use crate::checkpoint::{TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint};
 use crate::config::TrainConfig;
-use crate::grads::clip_global_norm;
+use crate::error::TrainError;
+use crate::evaluation::{DetectEval, TaskEval};
+use crate::learner::{ShardLoss, StepLosses, TrainTask};
 use crate::rng::EpochSampler;
-use crate::schedule::warmup_decay_lr;
-use crate::trainable::count_trainable;
-use crate::trainer::{StepRecord, TrainObserver, TrainSummary};
 
 /// One labelled image.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,23 +41,20 @@ pub struct LabelledImage {
 /// Lists the images of `<root>/<split>/` by their `0_real` / `1_fake` folders, sorted.
 ///
 /// # Errors
-/// [`TrainError::Io`] when the folder cannot be read or holds no labelled image.
+/// [`TrainError::Io`] when a folder cannot be read, [`TrainError::NoLabelledImages`] when
+/// it holds no labelled image.
 pub fn list_labelled_images(root: &Path, split: &str) -> Result<Vec<LabelledImage>, TrainError> {
     let base = root.join(split);
     let mut found = Vec::new();
     let mut stack = vec![base.clone()];
     while let Some(dir) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|e| TrainError::Io {
+        let io_error = |source| TrainError::Io {
             path: dir.clone(),
-            message: e.to_string(),
-        })?;
+            source,
+        };
+        let entries = std::fs::read_dir(&dir).map_err(io_error)?;
         for entry in entries {
-            let path = entry
-                .map_err(|e| TrainError::Io {
-                    path: dir.clone(),
-                    message: e.to_string(),
-                })?
-                .path();
+            let path = entry.map_err(io_error)?.path();
             if path.is_dir() {
                 stack.push(path);
                 continue;
@@ -90,10 +82,7 @@ pub fn list_labelled_images(root: &Path, split: &str) -> Result<Vec<LabelledImag
     }
     found.sort_by(|a, b| a.path.cmp(&b.path));
     if found.is_empty() {
-        return Err(TrainError::Io {
-            path: base,
-            message: "no image under a 0_real/ or 1_fake/ folder".into(),
-        });
+        return Err(TrainError::NoLabelledImages { path: base });
     }
     Ok(found)
 }
@@ -103,54 +92,45 @@ pub fn list_labelled_images(root: &Path, split: &str) -> Result<Vec<LabelledImag
 /// # Errors
 /// [`TrainError::Config`] for an unknown preset.
 pub fn detector_config(preset: &str) -> Result<LegionClsConfig, TrainError> {
-    if preset == "legion-7b" {
-        return Ok(LegionClsConfig::legion_cls());
-    }
-    // The head on the preset's CLIP tower, hidden width twice the tower's (as LEGION's).
-    let clip = crate::trainer::preset_config(preset)?.clip;
-    let width = clip.hidden_size;
-    Ok(LegionClsConfig::new(
-        clip,
-        DetectionHeadConfig::new(width, 2 * width),
-    ))
+    LegionClsConfig::preset(preset).ok_or_else(|| TrainError::Config {
+        source_name: "model.preset".into(),
+        message: format!(
+            "unknown preset `{preset}` ({})",
+            legion_model::legion::LegionConfig::preset_names()
+        ),
+    })
 }
 
-/// Accuracy of a detector on a split.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DetectEval {
-    /// Images.
-    pub images: usize,
-    /// Accuracy x100.
-    pub accuracy: f64,
-    /// Mean of the real and fake accuracies x100.
-    pub balanced_accuracy: f64,
+/// A decoded, preprocessed image and its label.
+pub struct LabelledPixels {
+    pixels: ClipInput,
+    label: i64,
 }
 
-fn clip_batch(
-    images: &[LabelledImage],
-    config: &ClipPreprocessConfig,
-    device: &Device,
-) -> Result<(Tensor<4>, Tensor<1, Int>), TrainError> {
-    let inputs: Vec<_> = images
-        .par_iter()
-        .map(|item| {
-            let rgb = decode_rgb(&item.path).map_err(|e| TrainError::Io {
-                path: item.path.clone(),
-                message: e.to_string(),
-            })?;
-            clip_preprocess(&rgb, config).map_err(|e| TrainError::Io {
-                path: item.path.clone(),
-                message: e.to_string(),
-            })
-        })
-        .collect::<Result<_, _>>()?;
-    let pixels = Tensor::stack(inputs.iter().map(|c| c.to_tensor(device)).collect(), 0);
-    let labels: Vec<i64> = images.iter().map(|i| i.label).collect();
+fn load_labelled(
+    image: &LabelledImage,
+    clip: &ClipPreprocessConfig,
+) -> Result<LabelledPixels, TrainError> {
+    let rgb = decode_rgb(&image.path)?;
+    Ok(LabelledPixels {
+        pixels: clip_preprocess(&rgb, clip).map_err(|source| TrainError::Preprocess {
+            path: image.path.clone(),
+            source,
+        })?,
+        label: image.label,
+    })
+}
+
+/// # Shapes
+/// `B = items.len()` -> pixels `[B, 3, S, S]`, labels `[B]`.
+fn stack(items: &[LabelledPixels], device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
+    let pixels = Tensor::stack(items.iter().map(|i| i.pixels.to_tensor(device)).collect(), 0);
+    let labels: Vec<i64> = items.iter().map(|i| i.label).collect();
     let n = labels.len();
-    Ok((
+    (
         pixels,
         Tensor::from_data(TensorData::new(labels, [n]), device),
-    ))
+    )
 }
 
 /// Evaluates `model` (plain device) on `images`.
@@ -165,7 +145,11 @@ pub fn evaluate_detector(
     let device = model.prediction_head.fc1.weight.device();
     let (mut correct, mut real_ok, mut real_n, mut fake_ok, mut fake_n) = (0, 0, 0, 0, 0);
     for chunk in images.chunks(32) {
-        let (pixels, _) = clip_batch(chunk, clip, &device)?;
+        let items: Vec<LabelledPixels> = chunk
+            .par_iter()
+            .map(|image| load_labelled(image, clip))
+            .collect::<Result<_, _>>()?;
+        let (pixels, _) = stack(&items, &device);
         let logits = model.forward(pixels)?;
         let predicted: Vec<i64> = logits
             .argmax(1)
@@ -200,185 +184,126 @@ pub fn evaluate_detector(
     })
 }
 
-/// Trains the real/fake head; the final model is a [`DetectorBundle`] in `<out>/final`.
-///
-/// # Errors
-/// As [`crate::train`].
-pub fn train_detector(
-    config: &TrainConfig,
-    resume: bool,
-    observer: &dyn TrainObserver,
-) -> Result<TrainSummary, TrainError> {
-    let out_dir = config.run.out_dir.clone();
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |e: std::io::Error| TrainError::Io {
-            path: path.clone(),
-            message: e.to_string(),
-        }
-    };
-    std::fs::create_dir_all(&out_dir).map_err(io(&out_dir))?;
-    let config_toml = config.to_toml();
-    let device = config.run.devices[0]
-        .parse::<legion_backend::DeviceSpec>()?
-        .device()?;
-    let autodiff = device.clone().autodiff();
-    let cls_config = match &config.model.init {
-        Some(init) => DetectorBundle::load(init, &device)?.config,
-        None => detector_config(&config.model.preset)?,
-    };
-    let size = cls_config.clip.image_size as u32;
-    let clip = ClipPreprocessConfig::new(size, size);
-    let train_images = list_labelled_images(&config.data.root, &config.data.train_split)?;
-    let val_images = list_labelled_images(&config.data.root, &config.data.val_split)?;
+/// The detection task of a run.
+pub struct DetectTask {
+    cls_config: LegionClsConfig,
+    clip: ClipPreprocessConfig,
+    train_images: Vec<LabelledImage>,
+    val_images: Vec<LabelledImage>,
+    ce_weight: f64,
+}
 
-    autodiff.seed(config.run.seed);
-    let mut model = match &config.model.init {
-        Some(init) => DetectorBundle::load(init, &autodiff)?.model,
-        None => cls_config.init(&autodiff)?,
-    };
-    if !config.trainable.full {
-        model.vision_tower = model.vision_tower.no_grad();
-    }
-    let mut optim = crate::trainer::optimizer(config);
-    let checkpoints = out_dir.join("checkpoints");
-    let mut state = TrainerState {
-        config_toml: config_toml.clone(),
-        ..TrainerState::default()
-    };
-    if resume && let Some(dir) = latest_checkpoint(&checkpoints)? {
-        let (m, o, s) = load_checkpoint(&dir, model, optim)?;
-        if !config.resumable_from(&s.config_toml) {
-            return Err(TrainError::Config {
-                source_name: dir.join("train_config.toml").display().to_string(),
-                message: "the checkpoint was written with another config".into(),
-            });
-        }
-        (model, optim, state) = (m, o, s);
-        observer.on_message(&format!(
-            "resumed from {} (step {})",
-            dir.display(),
-            state.step
-        ));
-    }
-    let before = if config.run.evaluate && state.step == 0 {
-        Some(evaluate_detector(&model.valid(), &val_images, &clip)?)
-    } else {
-        None
-    };
-    if let Some(b) = &before {
-        observer.on_message(&format!("untrained: accuracy {:.2}", b.accuracy));
-    }
-    let loss_fn = CrossEntropyLossConfig::new().init(&autodiff);
-    let mut sampler = EpochSampler::new(train_images.len(), config.run.seed);
-    let per_step = config.run.batch_size as u64;
-    let mut metrics = crate::trainer::MetricsLog::open(&out_dir, state.step)?;
-    let session = Instant::now();
-    let first_step = state.step;
-    observer.on_start(first_step, config.run.steps);
-    let mut last_checkpoint = "(none)".to_string();
-    while state.step < config.run.steps {
-        let started = Instant::now();
-        let lr = warmup_decay_lr(
-            config.optim.lr,
-            state.step,
-            config.optim.warmup_steps,
-            config.decay_steps(),
-        );
-        let batch: Vec<LabelledImage> = (0..per_step)
-            .map(|i| train_images[sampler.item(state.step * per_step + i)].clone())
-            .collect();
-        let (pixels, labels) = clip_batch(&batch, &clip, &autodiff)?;
-        let logits = model.forward(pixels)?;
-        let loss = loss_fn.forward(logits, labels);
-        let loss_value = loss.clone().into_scalar::<f64>();
-        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-        let grad_norm = clip_global_norm(&model, &mut grads, config.optim.grad_clip);
-        let finite = loss_value.is_finite() && grad_norm.is_finite();
-        if finite {
-            model = optim.step(lr, model, grads);
-            state.bad_steps_in_a_row = 0;
-        } else {
-            state.skipped_steps += 1;
-            state.bad_steps_in_a_row += 1;
-            if state.bad_steps_in_a_row >= config.run.max_bad_steps {
-                return Err(TrainError::Diverged {
-                    step: state.step + 1,
-                    count: state.bad_steps_in_a_row,
-                    detail: format!("loss {loss_value}, gradient norm {grad_norm}"),
-                    last_checkpoint,
-                });
+impl DetectTask {
+    /// The task of `config` and its starting classifier on `device` (autodiff): random from
+    /// the seed with the preset's config, or the `model.init` detector bundle; the tower
+    /// frozen unless `trainable.full`.
+    ///
+    /// # Errors
+    /// A bad preset, bundle or data folder.
+    pub fn new(config: &TrainConfig, device: &Device) -> Result<(Self, LegionForCls), TrainError> {
+        let train_images = list_labelled_images(&config.data.root, &config.data.train_split)?;
+        let val_images = list_labelled_images(&config.data.root, &config.data.val_split)?;
+        device.seed(config.run.seed);
+        let (cls_config, mut model) = match &config.model.init {
+            Some(init) => {
+                let bundle = DetectorBundle::load(init, device)?;
+                (bundle.config, bundle.model)
             }
-        }
-        state.step += 1;
-        let seconds = started.elapsed().as_secs_f64();
-        state.elapsed_seconds += seconds;
-        let record = StepRecord {
-            step: state.step,
-            total_steps: config.run.steps,
-            loss: loss_value,
-            ce: loss_value,
-            bce: 0.0,
-            dice: 0.0,
-            lr,
-            grad_norm,
-            skipped: !finite,
-            seconds,
+            None => {
+                let cls_config = detector_config(&config.model.preset)?;
+                let model = cls_config.init(device)?;
+                (cls_config, model)
+            }
         };
-        metrics.write(&serde_json::json!({"train": &record}))?;
-        observer.on_step(&record);
-        if config.checkpoint_due(state.step) {
-            let path = save_checkpoint(
-                &checkpoints,
-                &model,
-                &optim,
-                &state,
-                config.run.keep_checkpoints,
-            )?;
-            last_checkpoint = path.display().to_string();
+        if !config.trainable.full {
+            model.vision_tower = model.vision_tower.no_grad();
         }
+        let size = cls_config.clip.image_size as u32;
+        let clip = ClipPreprocessConfig::new(size, size);
+        Ok((
+            Self {
+                cls_config,
+                clip,
+                train_images,
+                val_images,
+                ce_weight: config.loss.ce_weight,
+            },
+            model,
+        ))
     }
-    crate::curve::write_curves(&metrics.path, &out_dir)?;
-    let parameters = count_trainable(&model);
-    let trained = model.valid();
-    let after = if config.run.evaluate {
-        Some(evaluate_detector(&trained, &val_images, &clip)?)
-    } else {
-        None
-    };
-    if let (Some(b), Some(a)) = (&before, &after) {
-        observer.on_message(&format!(
-            "held-out accuracy: untrained {:.2}, trained {:.2} (balanced {:.2}; {} images)",
-            b.accuracy, a.accuracy, a.balanced_accuracy, a.images
-        ));
+}
+
+impl TrainTask for DetectTask {
+    /// Images in the whole step.
+    type StepContext = usize;
+    type Model = LegionForCls;
+    type Item = LabelledPixels;
+    type Position = LabelledImage;
+
+    fn load(&self, image: &LabelledImage) -> Result<LabelledPixels, TrainError> {
+        load_labelled(image, &self.clip)
     }
-    let final_dir = out_dir.join("final");
-    DetectorBundle {
-        config: cls_config,
-        model: trained,
-        source: "legion train (task detect)".into(),
+
+    fn step_context(&self, items: &[LabelledPixels]) -> usize {
+        items.len()
     }
-    .save(&final_dir)?;
-    let session_seconds = session.elapsed().as_secs_f64();
-    let summary = TrainSummary {
-        out_dir: out_dir.clone(),
-        final_model: final_dir,
-        steps: state.step,
-        skipped_steps: state.skipped_steps,
-        dropped_samples: 0,
-        train_seconds: state.elapsed_seconds,
-        steps_per_second: (state.step - first_step) as f64 / session_seconds.max(1e-9),
-        parameters,
-        before: None,
-        after: None,
-        detect_before: before,
-        detect_after: after,
-    };
-    let path = out_dir.join("summary.json");
-    std::fs::write(
-        &path,
-        serde_json::to_string_pretty(&summary).expect("serialisable"),
-    )
-    .map_err(io(&path))?;
-    Ok(summary)
+
+    /// Mean CE over the shard weighed by the shard's share of the step, so the shards' losses
+    /// add up to the step's mean (a factor of exactly 1 for a whole-step shard).
+    fn shard_loss(
+        &self,
+        model: &LegionForCls,
+        shard: &[LabelledPixels],
+        step_images: usize,
+        device: &Device,
+    ) -> Result<ShardLoss, TrainError> {
+        let (pixels, labels) = stack(shard, device);
+        let logits = model.forward(pixels)?;
+        let ce = CrossEntropyLossConfig::new()
+            .init(device)
+            .forward(logits, labels)
+            .mul_scalar(shard.len() as f64 / step_images as f64);
+        let total = ce.clone().mul_scalar(self.ce_weight);
+        let ce_value = ce.into_scalar::<f64>();
+        Ok(ShardLoss {
+            terms: StepLosses {
+                total: total.clone().into_scalar::<f64>(),
+                ce: ce_value,
+                bce: 0.0,
+                dice: 0.0,
+            },
+            total,
+        })
+    }
+
+    fn evaluate(&self, model: &LegionForCls) -> Result<TaskEval, TrainError> {
+        evaluate_detector(model, &self.val_images, &self.clip).map(TaskEval::Detect)
+    }
+
+    fn save_final(
+        &self,
+        model: LegionForCls,
+        _steps: u64,
+        dir: &Path,
+    ) -> Result<LegionForCls, TrainError> {
+        let bundle = DetectorBundle {
+            config: self.cls_config.clone(),
+            model: model.valid(),
+            source: "legion train (task detect)".into(),
+        };
+        bundle.save(dir)?;
+        Ok(bundle.model)
+    }
+
+    fn epoch_len(&self) -> usize {
+        self.train_images.len()
+    }
+
+    fn locate(&self, sampler: &mut EpochSampler, k: u64) -> LabelledImage {
+        self.train_images[sampler.item(k)].clone()
+    }
+
+    fn validation_positions(&self) -> Vec<LabelledImage> {
+        self.val_images.clone()
+    }
 }

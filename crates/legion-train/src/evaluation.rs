@@ -18,7 +18,7 @@ use legion_model::generation::GenerationConfig;
 use legion_model::legion::{Legion, LegionImages};
 use legion_model::tokenizer::LegionTokenizer;
 
-use crate::TrainError;
+use crate::error::TrainError;
 
 /// Images analysed per generation batch.
 const EVAL_BATCH: usize = 8;
@@ -57,6 +57,47 @@ impl EvalSummary {
             self.background_f1,
             self.images
         )
+    }
+}
+
+/// Accuracy of a real/fake detector on a split.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DetectEval {
+    /// Images.
+    pub images: usize,
+    /// Accuracy x100.
+    pub accuracy: f64,
+    /// Mean of the real and fake accuracies x100.
+    pub balanced_accuracy: f64,
+}
+
+impl DetectEval {
+    /// `accuracy 93.75  balanced accuracy 93.75  (16 images)`.
+    pub fn one_line(&self) -> String {
+        format!(
+            "accuracy {:.2}  balanced accuracy {:.2}  ({} images)",
+            self.accuracy, self.balanced_accuracy, self.images
+        )
+    }
+}
+
+/// The held-out scores of a run, one variant per task (serialised as the scores alone).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum TaskEval {
+    /// `task = "segment"`: mIoU / F1 / ROUGE-L.
+    Segment(EvalSummary),
+    /// `task = "detect"`: real/fake accuracy.
+    Detect(DetectEval),
+}
+
+impl TaskEval {
+    /// The scores on one line, for progress messages.
+    pub fn one_line(&self) -> String {
+        match self {
+            TaskEval::Segment(scores) => scores.one_line(),
+            TaskEval::Detect(scores) => scores.one_line(),
+        }
     }
 }
 
@@ -127,9 +168,9 @@ pub fn evaluate(
         for ((&index, sample), analysis) in chunk.iter().zip(&samples).zip(&analyses) {
             let record = &split.entries()[index].record;
             let (h, w) = sample.original_hw;
-            let gt = polygon_gt_mask(record, h, w).map_err(|e| TrainError::Record {
+            let gt = polygon_gt_mask(record, h, w).map_err(|source| TrainError::Record {
                 record: record.id.clone(),
-                message: e.to_string(),
+                source,
             })?;
             let logits: Vec<Tensor<2>> = analysis
                 .artifacts

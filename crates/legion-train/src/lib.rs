@@ -5,6 +5,9 @@
 //! resume ([`checkpoint`]), a NaN guard, JSONL metrics and loss curves ([`curve`]), and the
 //! held-out evaluation with the evaluator's metrics ([`evaluation`]).
 //!
+//! One loop ([`learner`]) runs every task; a task ([`segment`], [`detect`]) supplies its
+//! samples, its loss and its evaluation.
+//!
 //! ```text
 //! legion train --config configs/tiny.toml
 //! legion finetune --from runs/tiny/final --data my-generator/ --set run.steps=200
@@ -15,61 +18,46 @@ pub mod compare;
 pub mod config;
 pub mod curve;
 pub mod detect;
+pub mod error;
 pub mod evaluation;
 pub mod grads;
+pub mod learner;
 pub mod loss;
+mod metrics_log;
 pub mod rng;
 pub mod schedule;
+pub mod segment;
 pub mod trainable;
-pub mod trainer;
-
-use std::path::PathBuf;
 
 pub use config::{Task, TrainConfig};
-pub use trainer::{StepRecord, TrainObserver, TrainSummary, train};
+pub use error::TrainError;
+pub use learner::{StepRecord, TrainObserver, TrainSummary};
 
-/// Errors of training.
-#[derive(Debug, thiserror::Error)]
-pub enum TrainError {
-    /// The configuration is invalid.
-    #[error("config {source_name}: {message}")]
-    Config {
-        source_name: String,
-        message: String,
-    },
-    /// A file could not be read or written.
-    #[error("{path}: {message}")]
-    Io { path: PathBuf, message: String },
-    /// Bad training data (with the bad-input policy `error`).
-    #[error(transparent)]
-    Data(#[from] legion_data::error::DataError),
-    /// The model rejected its input or weights.
-    #[error(transparent)]
-    Model(#[from] legion_model::legion::LegionError),
-    /// A model bundle or checkpoint file is invalid.
-    #[error(transparent)]
-    Bundle(#[from] legion_model::bundle::BundleError),
-    /// The tokenizer failed.
-    #[error(transparent)]
-    Tokenizer(#[from] legion_model::tokenizer::TokenizerError),
-    /// The evaluator failed.
-    #[error(transparent)]
-    Eval(#[from] legion_eval::EvalError),
-    /// Device selection failed.
-    #[error(transparent)]
-    Backend(#[from] legion_backend::BackendError),
-    /// A record cannot be scored (e.g. a polygon the evaluation rasteriser rejects).
-    #[error("record {record}: {message}")]
-    Record { record: String, message: String },
-    /// Too many consecutive non-finite steps.
-    #[error(
-        "stopped at step {step}: {count} consecutive steps had a non-finite loss or gradient \
-         (last: {detail}); the last good checkpoint is {last_checkpoint}"
-    )]
-    Diverged {
-        step: u64,
-        count: u32,
-        detail: String,
-        last_checkpoint: String,
-    },
+/// Trains as `config` says, writing everything under `config.run.out_dir`; with `resume`,
+/// continues from the newest checkpoint there.
+///
+/// # Errors
+/// [`TrainError`]: bad config, data (per the bad-input policy), I/O, or divergence.
+pub fn train(
+    config: &TrainConfig,
+    resume: bool,
+    observer: &dyn TrainObserver,
+) -> Result<TrainSummary, TrainError> {
+    config.validate().map_err(|message| TrainError::Config {
+        source_name: "run config".into(),
+        message,
+    })?;
+    // Saturated mask logits produce subnormal floats, ~25x slower on x86 (measured).
+    legion_backend::flush_denormals();
+    let devices = learner::resolve_devices(config)?;
+    match config.run.task {
+        Task::Segment => {
+            let (task, model) = segment::SegmentTask::new(config, &devices[0])?;
+            learner::run(config, resume, observer, &devices, &task, model)
+        }
+        Task::Detect => {
+            let (task, model) = detect::DetectTask::new(config, &devices[0])?;
+            learner::run(config, resume, observer, &devices, &task, model)
+        }
+    }
 }

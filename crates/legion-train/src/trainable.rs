@@ -11,7 +11,7 @@ use burn::tensor::Tensor;
 use legion_model::legion::Legion;
 use legion_model::llama::lora::{LlamaLoraConfig, apply_lora};
 
-use crate::TrainError;
+use crate::error::TrainError;
 use crate::config::TrainableSection;
 
 /// Parameters that are registered buffers in the reference (never trained): SAM's random

@@ -7,6 +7,7 @@ use burn::tensor::Device;
 use super::seg_projector::TextHiddenFcsConfig;
 use super::{Legion, LegionError};
 use crate::clip_vision::ClipVisionConfig;
+use crate::config_check::require;
 use crate::detection_head::DetectionHeadConfig;
 use crate::llama::LlamaConfig;
 use crate::projector::MlpProjectorConfig;
@@ -35,6 +36,28 @@ pub struct LegionConfig {
 }
 
 impl LegionConfig {
+    /// Every named preset, the one table `model.preset`, `legion convert --preset` and the
+    /// detector presets read.
+    pub const PRESETS: [(&'static str, fn() -> Self); 4] = [
+        ("tiny", Self::tiny),
+        ("small", Self::small),
+        ("fixture", Self::fixture),
+        ("legion-7b", Self::legion_7b),
+    ];
+
+    /// The preset called `name` (see [`LegionConfig::PRESETS`]).
+    pub fn preset(name: &str) -> Option<Self> {
+        Self::PRESETS
+            .iter()
+            .find(|(preset, _)| *preset == name)
+            .map(|(_, make)| make())
+    }
+
+    /// The preset names, comma-separated (for messages).
+    pub fn preset_names() -> String {
+        Self::PRESETS.map(|(name, _)| name).join(", ")
+    }
+
     /// LEGION as published: CLIP ViT-L/14-336 (576 patch tokens of 1024), projector
     /// 1024 -> 4096 -> 4096, Vicuna-7B (vocab 32007), SAM ViT-H, `text_hidden_fcs`
     /// 4096 -> 4096 -> 256.
@@ -55,11 +78,34 @@ impl LegionConfig {
     /// width 16), `text_hidden_fcs` 64 -> 64 -> 16.
     pub fn tiny() -> Self {
         Self::new(
-            ClipVisionConfig::new(32, 8, 32, 2, 4, 64),
-            MlpProjectorConfig::new(32, 64),
-            LlamaConfig::new(640, 64, 128, 2, 4, 4).with_max_position_embeddings(512),
+            ClipVisionConfig {
+                image_size: 32,
+                patch_size: 8,
+                hidden_size: 32,
+                num_layers: 2,
+                num_heads: 4,
+                intermediate_size: 64,
+                ..ClipVisionConfig::clip_vit_l_336()
+            },
+            MlpProjectorConfig {
+                input_size: 32,
+                hidden_size: 64,
+            },
+            LlamaConfig {
+                vocab_size: 640,
+                hidden_size: 64,
+                intermediate_size: 128,
+                num_hidden_layers: 2,
+                num_attention_heads: 4,
+                num_key_value_heads: 4,
+                max_position_embeddings: 512,
+                ..LlamaConfig::vicuna_7b()
+            },
             SamConfig::tiny(),
-            TextHiddenFcsConfig::new(64, 16),
+            TextHiddenFcsConfig {
+                hidden_size: 64,
+                out_dim: 16,
+            },
         )
     }
 
@@ -71,18 +117,63 @@ impl LegionConfig {
     /// prompt/decoder width 32, `text_hidden_fcs` 256 -> 256 -> 32.
     pub fn small() -> Self {
         Self::new(
-            ClipVisionConfig::new(64, 8, 64, 2, 4, 128),
-            MlpProjectorConfig::new(64, 256),
-            LlamaConfig::new(640, 256, 512, 4, 8, 8).with_max_position_embeddings(1024),
+            ClipVisionConfig {
+                image_size: 64,
+                patch_size: 8,
+                hidden_size: 64,
+                num_layers: 2,
+                num_heads: 4,
+                intermediate_size: 128,
+                ..ClipVisionConfig::clip_vit_l_336()
+            },
+            MlpProjectorConfig {
+                input_size: 64,
+                hidden_size: 256,
+            },
+            LlamaConfig {
+                vocab_size: 640,
+                hidden_size: 256,
+                intermediate_size: 512,
+                num_hidden_layers: 4,
+                num_attention_heads: 8,
+                num_key_value_heads: 8,
+                max_position_embeddings: 1024,
+                ..LlamaConfig::vicuna_7b()
+            },
             SamConfig::new(
-                SamImageEncoderConfig::new(128, 8, 64, 4, 4, vec![1, 3])
-                    .with_window_size(4)
-                    .with_out_chans(32),
-                SamPromptEncoderConfig::new(32, [16, 16], [128, 128], 16),
-                SamMaskDecoderConfig::new(32, TwoWayTransformerConfig::new(2, 32, 4, 128))
-                    .with_iou_head_hidden_dim(32),
+                SamImageEncoderConfig {
+                    img_size: 128,
+                    patch_size: 8,
+                    embed_dim: 64,
+                    depth: 4,
+                    num_heads: 4,
+                    global_attn_indexes: vec![1, 3],
+                    window_size: 4,
+                    out_chans: 32,
+                    ..SamImageEncoderConfig::vit_h()
+                },
+                SamPromptEncoderConfig {
+                    embed_dim: 32,
+                    image_embedding_size: [16, 16],
+                    input_image_size: [128, 128],
+                    mask_in_chans: 16,
+                },
+                SamMaskDecoderConfig {
+                    transformer_dim: 32,
+                    transformer: TwoWayTransformerConfig {
+                        embedding_dim: 32,
+                        num_heads: 4,
+                        mlp_dim: 128,
+                        ..TwoWayTransformerConfig::sam()
+                    },
+                    iou_head_hidden_dim: 32,
+                    ..SamMaskDecoderConfig::sam()
+                },
             ),
-            TextHiddenFcsConfig::new(256, 32),
+            TextHiddenFcsConfig {
+                hidden_size: 256,
+                out_dim: 32,
+            },
         )
     }
 
@@ -91,17 +182,39 @@ impl LegionConfig {
     /// 16 and prompt width 16.
     pub fn fixture() -> Self {
         Self::new(
-            ClipVisionConfig::new(16, 8, 16, 2, 2, 32),
-            MlpProjectorConfig::new(16, 32),
-            LlamaConfig::new(48, 32, 64, 2, 4, 2).with_max_position_embeddings(128),
+            ClipVisionConfig {
+                image_size: 16,
+                patch_size: 8,
+                hidden_size: 16,
+                num_layers: 2,
+                num_heads: 2,
+                intermediate_size: 32,
+                ..ClipVisionConfig::clip_vit_l_336()
+            },
+            MlpProjectorConfig::tiny(),
+            LlamaConfig {
+                vocab_size: 48,
+                ..LlamaConfig::tiny()
+            },
             SamConfig::new(
-                SamImageEncoderConfig::new(32, 8, 16, 2, 2, vec![1])
-                    .with_window_size(2)
-                    .with_out_chans(16),
-                SamPromptEncoderConfig::new(16, [4, 4], [32, 32], 4),
+                SamImageEncoderConfig {
+                    img_size: 32,
+                    embed_dim: 16,
+                    window_size: 2,
+                    ..SamImageEncoderConfig::tiny()
+                },
+                SamPromptEncoderConfig {
+                    embed_dim: 16,
+                    image_embedding_size: [4, 4],
+                    input_image_size: [32, 32],
+                    mask_in_chans: 4,
+                },
                 SamMaskDecoderConfig::tiny(),
             ),
-            TextHiddenFcsConfig::new(32, 16),
+            TextHiddenFcsConfig {
+                hidden_size: 32,
+                out_dim: 16,
+            },
         )
     }
 
@@ -115,6 +228,14 @@ impl LegionConfig {
     /// # Errors
     /// [`LegionError::Config`] naming the first mismatch.
     pub fn validate(&self) -> Result<(), LegionError> {
+        self.clip.validate().map_err(|e| e.within("clip"))?;
+        self.projector.validate().map_err(|e| e.within("projector"))?;
+        self.llm.validate().map_err(|e| e.within("llm"))?;
+        self.sam.validate().map_err(|e| e.within("sam"))?;
+        self.text_hidden_fcs
+            .validate()
+            .map_err(|e| e.within("text_hidden_fcs"))?;
+        validate_select_layer(self.select_layer, &self.clip)?;
         let checks = [
             (
                 self.clip.hidden_size == self.projector.input_size,
@@ -252,21 +373,65 @@ impl LegionClsConfig {
         )
     }
 
-    /// Builds the classifier with random weights.
+    /// The classifier of the [`LegionConfig`] preset `name`: `legion-7b` is LEGION's
+    /// ([`LegionClsConfig::legion_cls`]); the others put the head on the preset's CLIP tower,
+    /// hidden width twice the tower's (as LEGION's).
+    pub fn preset(name: &str) -> Option<Self> {
+        if name == "legion-7b" {
+            return Some(Self::legion_cls());
+        }
+        let clip = LegionConfig::preset(name)?.clip;
+        let width = clip.hidden_size;
+        Some(Self::new(
+            clip,
+            DetectionHeadConfig {
+                input_size: width,
+                hidden_size: 2 * width,
+                ..DetectionHeadConfig::legion_cls()
+            },
+        ))
+    }
+
+    /// Checks every field and that the head reads the tower's width.
     ///
     /// # Errors
-    /// [`LegionError::Config`] when the head's input is not the tower's width.
-    pub fn init(&self, device: &Device) -> Result<super::LegionForCls, LegionError> {
+    /// [`LegionError::InvalidConfig`] naming the bad field, [`LegionError::Config`] when the
+    /// head's input is not the tower's width.
+    pub fn validate(&self) -> Result<(), LegionError> {
+        self.clip.validate().map_err(|e| e.within("clip"))?;
+        self.head.validate().map_err(|e| e.within("head"))?;
+        validate_select_layer(self.select_layer, &self.clip)?;
         if self.clip.hidden_size != self.head.input_size {
             return Err(LegionError::Config(format!(
                 "clip.hidden_size {} != head.input_size {}",
                 self.clip.hidden_size, self.head.input_size
             )));
         }
+        Ok(())
+    }
+
+    /// Builds the classifier with random weights.
+    ///
+    /// # Errors
+    /// As [`LegionClsConfig::validate`].
+    pub fn init(&self, device: &Device) -> Result<super::LegionForCls, LegionError> {
+        self.validate()?;
         Ok(super::LegionForCls {
             vision_tower: self.clip.init(device),
             prediction_head: self.head.init(device),
             select_layer: self.select_layer,
         })
     }
+}
+
+/// `select_layer` indexes the tower's `num_layers + 1` hidden states (Python indexing).
+fn validate_select_layer(select_layer: isize, clip: &ClipVisionConfig) -> Result<(), LegionError> {
+    let states = clip.num_layers as isize + 1;
+    require((-states..states).contains(&select_layer), "select_layer", || {
+        format!(
+            "{select_layer} is out of range for the {states} hidden states of clip.num_layers = {}",
+            clip.num_layers
+        )
+    })
+    .map_err(LegionError::from)
 }

@@ -35,6 +35,8 @@
 
 pub mod analyze;
 pub mod config;
+pub mod export;
+pub mod native;
 pub mod parse;
 pub mod seg_projector;
 
@@ -46,9 +48,16 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 pub use analyze::{Analysis, Artifact};
 pub use config::{LegionClsConfig, LegionConfig, LegionParamCount};
+pub use export::{
+    ExportOptions, ExportReport, GLAMM_LEGION_EXPORT_REMAP, export_glamm_safetensors,
+};
+pub use native::{NATIVE_CONFIG_FILE, NATIVE_WEIGHTS_FILE, NativeFiles, load_native, save_native};
 pub use seg_projector::{TextHiddenFcs, TextHiddenFcsConfig};
 
-use crate::clip_vision::{ClipCheckpointLayout, ClipVisionError, ClipVisionTransformer};
+use crate::clip_vision::{
+    ClipCheckpointLayout, ClipVisionError, ClipVisionTransformer, clip_tower_remap,
+    glamm_clip_prefix,
+};
 use crate::detection_head::DetectionHead;
 use crate::generation::GenerationError;
 use crate::llama::Llama;
@@ -67,6 +76,9 @@ pub enum LegionError {
     /// The component configurations do not fit together.
     #[error("invalid LEGION config: {0}")]
     Config(String),
+    /// A field of a component configuration has a value no model can be built from.
+    #[error("invalid LEGION config: {0}")]
+    InvalidConfig(#[from] crate::config_check::InvalidConfig),
     /// Loading weights failed.
     #[error(transparent)]
     Weights(#[from] WeightsError),
@@ -98,20 +110,15 @@ pub enum LegionError {
 /// | `model.grounding_encoder.*` | `grounding_encoder.*` (SAM `Sequential` renames) |
 /// | `model.text_hidden_fcs.0.{0,2}.*` | `text_hidden_fcs.{fc1,fc2}.*` |
 pub fn glamm_legion_remaps() -> Vec<KeyRemap> {
-    let mut remaps: Vec<KeyRemap> = vec![
-        (r"^base_model\.model\.", ""),
-        (
-            r"^model\.vision_tower\.vision_tower\.vision_model\.",
-            "vision_tower.",
-        ),
-        (r"^vision_tower\.encoder\.layers\.", "vision_tower.layers."),
-        (
-            r"^vision_tower\.pre_layrnorm\.",
-            "vision_tower.pre_layernorm.",
-        ),
-        (r"^model\.mm_projector\.0\.", "mm_projector.fc1."),
-        (r"^model\.mm_projector\.2\.", "mm_projector.fc2."),
-    ];
+    let mut remaps: Vec<KeyRemap> = clip_tower_remap!(
+        glamm_clip_prefix!(), "vision_tower.", r"vision_tower\.";
+        [(r"^base_model\.model\.", "")];
+        [
+            (r"^model\.mm_projector\.0\.", "mm_projector.fc1."),
+            (r"^model\.mm_projector\.2\.", "mm_projector.fc2.")
+        ]
+    )
+    .to_vec();
     remaps.extend_from_slice(seg_projector::GLAMM_TEXT_HIDDEN_FCS_REMAP);
     remaps.push((r"^model\.grounding_encoder\.", "grounding_encoder."));
     // SAM's rules match after any `.`, so they apply under the `grounding_encoder.` prefix.
@@ -244,11 +251,11 @@ impl Legion {
     ) -> Result<(Self, LoadReport), LegionError> {
         let mut allow = Allowances {
             missing: Vec::new(),
-            unexpected: crate::clip_vision::compile_patterns(GLAMM_LEGION_IGNORED),
+            unexpected: crate::weights::compile_patterns(GLAMM_LEGION_IGNORED),
         }
         .extend(allow.clone());
         if matches!(clip, ClipWeights::HfFile(_)) {
-            let tower = crate::clip_vision::compile_patterns(&[r"^vision_tower\."]);
+            let tower = crate::weights::compile_patterns(&[r"^vision_tower\."]);
             allow.missing.extend(tower.iter().cloned());
             allow.unexpected.extend(tower);
         }
@@ -663,20 +670,14 @@ pub struct LegionForCls {
 }
 
 /// Key remaps from a `LegionForCls` state dict (GLaMM naming) to [`LegionForCls`] paths.
-pub const LEGION_CLS_REMAP: &[KeyRemap] = &[
-    (r"^base_model\.model\.", ""),
-    (
-        r"^model\.vision_tower\.vision_tower\.vision_model\.",
-        "vision_tower.",
-    ),
-    (r"^vision_tower\.encoder\.layers\.", "vision_tower.layers."),
-    (
-        r"^vision_tower\.pre_layrnorm\.",
-        "vision_tower.pre_layernorm.",
-    ),
-    (r"^prediction_head\.0\.", "prediction_head.fc1."),
-    (r"^prediction_head\.2\.", "prediction_head.fc2."),
-];
+pub const LEGION_CLS_REMAP: &[KeyRemap] = clip_tower_remap!(
+    glamm_clip_prefix!(), "vision_tower.", r"vision_tower\.";
+    [(r"^base_model\.model\.", "")];
+    [
+        (r"^prediction_head\.0\.", "prediction_head.fc1."),
+        (r"^prediction_head\.2\.", "prediction_head.fc2.")
+    ]
+);
 
 impl LegionForCls {
     /// Class logits (index 0 fake, 1 real).
@@ -701,7 +702,7 @@ impl LegionForCls {
     pub fn load_glamm(self, path: &Path) -> Result<Self, LegionError> {
         let allow = Allowances {
             missing: Vec::new(),
-            unexpected: crate::clip_vision::compile_patterns(&[
+            unexpected: crate::weights::compile_patterns(&[
                 r"^(model|lm_head)\.",
                 r"^vision_tower\.embeddings\.position_ids$",
             ]),

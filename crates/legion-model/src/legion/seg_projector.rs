@@ -35,7 +35,10 @@ pub struct TextHiddenFcsConfig {
 impl TextHiddenFcsConfig {
     /// LEGION on Vicuna-7B and SAM: 4096 -> 4096 -> 256.
     pub fn legion_7b() -> Self {
-        Self::new(4096, 256)
+        Self {
+            hidden_size: 4096,
+            out_dim: 256,
+        }
     }
 
     /// Initialises with random weights.

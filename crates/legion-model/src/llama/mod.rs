@@ -95,20 +95,32 @@ impl LlamaConfig {
     /// no GQA, intermediate 11008, eps 1e-5, theta 10000, 4096 positions) with the vocabulary
     /// grown to 32007 by [`GLAMM_ADDED_TOKENS`].
     pub fn vicuna_7b() -> Self {
-        Self::new(
-            VICUNA_BASE_VOCAB + GLAMM_ADDED_TOKENS.len(),
-            4096,
-            11008,
-            32,
-            32,
-            32,
-        )
+        Self {
+            vocab_size: VICUNA_BASE_VOCAB + GLAMM_ADDED_TOKENS.len(),
+            hidden_size: 4096,
+            intermediate_size: 11008,
+            num_hidden_layers: 32,
+            num_attention_heads: 32,
+            num_key_value_heads: 32,
+            rms_norm_eps: 1e-5,
+            rope_theta: 10000.0,
+            max_position_embeddings: 4096,
+        }
     }
 
     /// A tiny config for tests (same as `scripts/fixtures/llama.py`): vocab 64, hidden 32,
     /// 2 layers, 4 heads, 2 key/value heads, intermediate 64.
     pub fn tiny() -> Self {
-        Self::new(64, 32, 64, 2, 4, 2).with_max_position_embeddings(128)
+        Self {
+            vocab_size: 64,
+            hidden_size: 32,
+            intermediate_size: 64,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            max_position_embeddings: 128,
+            ..Self::vicuna_7b()
+        }
     }
 
     /// Width of one attention head.
@@ -194,6 +206,7 @@ impl LlamaConfig {
                 "hidden_act `{act}` is not supported (only silu)"
             )));
         }
+        config.validate().map_err(|e| err(e.to_string()))?;
         if let Some(hd) = json.get("head_dim").and_then(serde_json::Value::as_u64)
             && hd as usize != config.head_dim()
         {

@@ -67,26 +67,60 @@ pub struct SamImageEncoderConfig {
 impl SamImageEncoderConfig {
     /// SAM ViT-H (`sam_vit_h_4b8939.pth`), the encoder LEGION uses.
     pub fn vit_h() -> Self {
-        Self::new(1024, 16, 1280, 32, 16, vec![7, 15, 23, 31])
+        Self {
+            img_size: 1024,
+            patch_size: 16,
+            embed_dim: 1280,
+            depth: 32,
+            num_heads: 16,
+            global_attn_indexes: vec![7, 15, 23, 31],
+            window_size: 14,
+            out_chans: 256,
+            in_chans: 3,
+            mlp_ratio: 4.0,
+            qkv_bias: true,
+            use_abs_pos: true,
+            use_rel_pos: true,
+            norm_eps: 1e-6,
+        }
     }
 
     /// SAM ViT-L.
     pub fn vit_l() -> Self {
-        Self::new(1024, 16, 1024, 24, 16, vec![5, 11, 17, 23])
+        Self {
+            embed_dim: 1024,
+            depth: 24,
+            global_attn_indexes: vec![5, 11, 17, 23],
+            ..Self::vit_h()
+        }
     }
 
     /// SAM ViT-B.
     pub fn vit_b() -> Self {
-        Self::new(1024, 16, 768, 12, 12, vec![2, 5, 8, 11])
+        Self {
+            embed_dim: 768,
+            depth: 12,
+            num_heads: 12,
+            global_attn_indexes: vec![2, 5, 8, 11],
+            ..Self::vit_h()
+        }
     }
 
     /// A tiny encoder for tests: 64 px, patch 8 (an 8x8 grid), width 32, two blocks (the second
     /// global), 2 heads, window 3 (so windowed blocks pad 8 -> 9), 16 output channels. Matches
     /// `scripts/fixtures/sam.py`.
     pub fn tiny() -> Self {
-        Self::new(64, 8, 32, 2, 2, vec![1])
-            .with_window_size(3)
-            .with_out_chans(16)
+        Self {
+            img_size: 64,
+            patch_size: 8,
+            embed_dim: 32,
+            depth: 2,
+            num_heads: 2,
+            global_attn_indexes: vec![1],
+            window_size: 3,
+            out_chans: 16,
+            ..Self::vit_h()
+        }
     }
 
     /// Side of the token grid for an `img_size` input.

@@ -41,12 +41,23 @@ pub struct SamMaskDecoderConfig {
 impl SamMaskDecoderConfig {
     /// The mask decoder of every released SAM.
     pub fn sam() -> Self {
-        Self::new(256, TwoWayTransformerConfig::sam())
+        Self {
+            transformer_dim: 256,
+            transformer: TwoWayTransformerConfig::sam(),
+            num_multimask_outputs: 3,
+            iou_head_depth: 3,
+            iou_head_hidden_dim: 256,
+        }
     }
 
     /// A tiny decoder matching `scripts/fixtures/sam.py`: width 16, IoU head hidden 16.
     pub fn tiny() -> Self {
-        Self::new(16, TwoWayTransformerConfig::tiny()).with_iou_head_hidden_dim(16)
+        Self {
+            transformer_dim: 16,
+            transformer: TwoWayTransformerConfig::tiny(),
+            iou_head_hidden_dim: 16,
+            ..Self::sam()
+        }
     }
 
     /// Builds the decoder with burn's default initialisation.

@@ -237,13 +237,9 @@ impl Sam {
     /// under `model.` (LLM, CLIP, projector, `text_hidden_fcs`, `region_encoder`) and `lm_head.`.
     /// SAM's own keys no longer start with `model.` once remapped, so none of them is excused.
     pub fn glamm_allowances() -> Allowances {
-        let allow = |p: &str| {
-            // The patterns are constants checked by the unit tests.
-            regex_lite::Regex::new(p).expect("valid constant regex")
-        };
         Allowances {
             missing: Vec::new(),
-            unexpected: vec![allow(r"^model\."), allow(r"^lm_head\.")],
+            unexpected: crate::weights::compile_patterns(&[r"^model\.", r"^lm_head\."]),
         }
     }
 

@@ -42,13 +42,23 @@ pub struct SamPromptEncoderConfig {
 impl SamPromptEncoderConfig {
     /// The prompt encoder of every released SAM (ViT-B/L/H).
     pub fn sam() -> Self {
-        Self::new(256, [64, 64], [1024, 1024], 16)
+        Self {
+            embed_dim: 256,
+            image_embedding_size: [64, 64],
+            input_image_size: [1024, 1024],
+            mask_in_chans: 16,
+        }
     }
 
     /// A tiny prompt encoder matching [`super::SamImageEncoderConfig::tiny`] and
     /// `scripts/fixtures/sam.py`: width 16, 8x8 grid, 64 px input.
     pub fn tiny() -> Self {
-        Self::new(16, [8, 8], [64, 64], 8)
+        Self {
+            embed_dim: 16,
+            image_embedding_size: [8, 8],
+            input_image_size: [64, 64],
+            mask_in_chans: 8,
+        }
     }
 
     /// Builds the encoder with burn's default initialisation (weights are meant to be loaded).

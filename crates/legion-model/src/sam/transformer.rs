@@ -36,12 +36,24 @@ pub struct TwoWayTransformerConfig {
 impl TwoWayTransformerConfig {
     /// SAM's mask decoder transformer: depth 2, width 256, 8 heads, MLP 2048.
     pub fn sam() -> Self {
-        Self::new(2, 256, 8, 2048)
+        Self {
+            depth: 2,
+            embedding_dim: 256,
+            num_heads: 8,
+            mlp_dim: 2048,
+            attention_downsample_rate: 2,
+            norm_eps: 1e-5,
+        }
     }
 
     /// A tiny transformer matching `scripts/fixtures/sam.py`: depth 2, width 16, 2 heads, MLP 32.
     pub fn tiny() -> Self {
-        Self::new(2, 16, 2, 32)
+        Self {
+            embedding_dim: 16,
+            num_heads: 2,
+            mlp_dim: 32,
+            ..Self::sam()
+        }
     }
 
     /// Builds the transformer with burn's default initialisation.

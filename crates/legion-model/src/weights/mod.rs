@@ -34,9 +34,7 @@
 //! # Ok::<(), legion_model::weights::WeightsError>(())
 //! ```
 
-mod dtype;
-pub mod export;
-pub mod native;
+pub(crate) mod dtype;
 pub mod peft;
 mod remap;
 mod source;
@@ -49,12 +47,9 @@ use burn::store::{ApplyError, ApplyResult, ModuleSnapshot};
 
 pub use burn::tensor::FloatDType;
 pub use dtype::FloatDTypePolicy;
-pub use export::{
-    ExportOptions, ExportReport, GLAMM_LEGION_EXPORT_REMAP, export_glamm_safetensors,
-};
-pub use native::{NATIVE_CONFIG_FILE, NATIVE_WEIGHTS_FILE, NativeFiles, load_native, save_native};
 pub use peft::{AdapterReport, PeftAdapter, PeftAdapterConfig, merge_peft_adapter};
 pub use remap::RemapTable;
+pub(crate) use remap::compile_patterns;
 pub use source::{CheckpointFormat, CheckpointSource, ShardFile, SourceLayout, TopLevelKey};
 
 use dtype::{ImportAdapter, TargetDTypes};

@@ -71,6 +71,17 @@ impl RemapTable {
     }
 }
 
+/// Compiles a static pattern table of this crate (the `*_IGNORED` lists of every component).
+///
+/// # Panics
+/// Never for the crate's tables: each is compiled by a unit test of its component.
+pub(crate) fn compile_patterns(patterns: &[&str]) -> Vec<regex_lite::Regex> {
+    patterns
+        .iter()
+        .map(|p| regex_lite::Regex::new(p).expect("static pattern table is valid"))
+        .collect()
+}
+
 /// Compiles one user or table pattern; `what` says which list it belongs to in the error.
 pub(crate) fn compile(
     what: &'static str,

@@ -134,6 +134,18 @@ impl CheckpointSource {
     }
 
     fn resolve_folder(dir: &Path) -> Result<Self, WeightsError> {
+        Self::resolve_folder_excluding(dir, None)
+    }
+
+    /// As [`CheckpointSource::resolve`] on the folder `dir`, leaving the file named `excluded`
+    /// aside (the separate `clip.safetensors` next to a LEGION checkpoint).
+    ///
+    /// # Errors
+    /// As [`CheckpointSource::resolve`].
+    pub fn resolve_folder_excluding(
+        dir: &Path,
+        excluded: Option<&str>,
+    ) -> Result<Self, WeightsError> {
         let config_json = existing(dir.join("config.json"));
         let with_config = |mut source: Self| {
             source.path = dir.to_path_buf();
@@ -163,7 +175,7 @@ impl CheckpointSource {
         for entry in entries.flatten() {
             let path = entry.path();
             let name = file_name(&path);
-            if !path.is_file() {
+            if !path.is_file() || excluded == Some(name.as_str()) {
                 continue;
             }
             if name.ends_with(".index.json") {
@@ -255,6 +267,15 @@ impl CheckpointSource {
             config_json: existing(dir.join("config.json")),
             peft_adapter: false,
         })
+    }
+
+    /// The path that resolves to exactly this source again: the index of a sharded
+    /// checkpoint, else its file.
+    pub fn entry_file(&self) -> &Path {
+        match &self.layout {
+            SourceLayout::Sharded { index } => index,
+            SourceLayout::SingleFile => &self.shards[0].path,
+        }
     }
 
     /// The path the source was resolved from.

@@ -22,9 +22,9 @@ use std::path::{Path, PathBuf};
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::tensor::FloatDType;
 
-use super::dtype::ExportAdapter;
-use super::{KeyRemap, RemapTable, WeightsError};
-use crate::legion::{Legion, glamm_legion_remaps};
+use super::{Legion, glamm_legion_remaps};
+use crate::weights::dtype::ExportAdapter;
+use crate::weights::{KeyRemap, RemapTable, WeightsError};
 
 /// burn field paths of [`Legion`] -> GLaMM / LEGION reference keys, applied in order (each
 /// rule on the result of the previous one, like the import tables).
@@ -167,7 +167,7 @@ pub fn export_glamm_safetensors(
     if !broken.is_empty() {
         return Err(io_error(format!(
             "the export table does not invert the import table for: {}",
-            super::list(&broken)
+            crate::weights::list(&broken)
         )));
     }
     keys.sort();

@@ -18,9 +18,9 @@ use burn::config::Config;
 use burn::store::{BurnpackStore, ModuleSnapshot};
 use burn::tensor::Device;
 
-use super::dtype::{ImportAdapter, TargetDTypes};
-use super::{Allowances, FloatDTypePolicy, WeightsError, check_result};
-use crate::legion::{Legion, LegionConfig, LegionError};
+use super::{Legion, LegionConfig, LegionError};
+use crate::weights::dtype::{ImportAdapter, TargetDTypes};
+use crate::weights::{Allowances, FloatDTypePolicy, WeightsError, check_result};
 
 /// The [`LegionConfig`] of a native folder.
 pub const NATIVE_CONFIG_FILE: &str = "config.json";
