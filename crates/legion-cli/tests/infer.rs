@@ -3,30 +3,18 @@
 //! names one artifact, random CLIP/SAM) and the shipped tiny data. The analysis report is
 //! opened in a real headless Chromium, which must decode every inlined image.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use base64::Engine;
 use legion_infer::AnalysisRecord;
-use legion_infer::testing::{SCRIPTED_EXPLANATION, SCRIPTED_PHRASE, scripted_bundle};
+use legion_infer::testing::{SCRIPTED_EXPLANATION, SCRIPTED_PHRASE};
+
+mod common;
+use common::{bundle, test_image, tiny_data};
 
 fn legion() -> Command {
     Command::new(env!("CARGO_BIN_EXE_legion"))
-}
-
-fn tiny_data() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/synthscars-tiny")
-}
-
-fn test_image(k: usize) -> PathBuf {
-    tiny_data().join(format!("test/images/test_{k:05}.png"))
-}
-
-fn bundle(dir: &Path) -> PathBuf {
-    let device = burn::tensor::Device::flex();
-    let target = dir.join("model");
-    scripted_bundle(&device, 7).unwrap().save(&target).unwrap();
-    target
 }
 
 fn run_ok(cmd: &mut Command) -> String {
@@ -393,93 +381,4 @@ fn regenerate_records_every_round_with_the_rewritten_prompts() {
     for file in ["strip.png", "report.html", "final.png", "rounds.jsonl"] {
         assert!(out.join(file).is_file(), "{file}");
     }
-}
-
-fn http_request(address: &str, request: &[u8]) -> (u16, serde_json::Value) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    stream.write_all(request).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status: u16 = text.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
-    (
-        status,
-        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
-    )
-}
-
-fn post(path: &str, body: &[u8]) -> Vec<u8> {
-    let mut request = format!(
-        "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    request.extend_from_slice(body);
-    request
-}
-
-#[test]
-fn serve_answers_images_with_records_and_rejects_bad_requests() {
-    use std::io::BufRead;
-    let dir = tempfile::tempdir().unwrap();
-    let model = bundle(dir.path());
-    let child = legion()
-        .args([
-            "serve",
-            "--port",
-            "0",
-            "--max-body-mb",
-            "1",
-            "--max-requests",
-            "5",
-        ])
-        .args(["--max-new-tokens", "16", "--checkpoint"])
-        .arg(&model)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Kills the server if an assertion fails first.
-    struct Server(std::process::Child);
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-        }
-    }
-    let mut server = Server(child);
-    let mut line = String::new();
-    std::io::BufReader::new(server.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let address = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
-
-    let (status, body) = http_request(&address, b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n");
-    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
-
-    let image = std::fs::read(test_image(0)).unwrap();
-    let (status, body) = http_request(&address, &post("/analyze", &image));
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["record"]["artifacts"][0]["phrase"], SCRIPTED_PHRASE);
-    let png = base64::Engine::decode(
-        &base64::engine::general_purpose::STANDARD,
-        body["overlay_png_base64"].as_str().unwrap(),
-    )
-    .unwrap();
-    assert!(image::load_from_memory(&png).is_ok());
-
-    let (status, body) = http_request(&address, &post("/analyze", b"definitely not an image"));
-    assert_eq!(status, 400, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("image"));
-    let (status, _) = http_request(&address, &post("/analyze", &vec![0u8; 2 * 1024 * 1024]));
-    assert_eq!(status, 413);
-    let (status, _) = http_request(&address, &post("/nowhere", b""));
-    assert_eq!(status, 404);
-    assert!(server.0.wait().unwrap().success());
 }

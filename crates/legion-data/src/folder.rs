@@ -151,15 +151,10 @@ pub fn read_entries(path: &Path) -> Result<Vec<FolderEntry>, DataError> {
 /// stored; RGB(A) only when every pixel is gray (R = G = B), taking that value.
 fn read_values(path: &Path, record: &str) -> Result<(u32, u32, Vec<u16>), DataError> {
     let at = Location::file(path).record(record);
-    let img = image::ImageReader::open(path)
-        .map_err(|e| DataError::io(at.clone(), e))?
-        .with_guessed_format()
-        .map_err(|e| DataError::io(at.clone(), e))?
-        .decode()
-        .map_err(|e| DataError::Image {
-            location: at.clone(),
-            message: e.to_string(),
-        })?;
+    let img = crate::image_io::decode_image(path).map_err(|e| DataError::Image {
+        location: at.clone(),
+        message: e.to_string(),
+    })?;
     let (w, h) = (img.width(), img.height());
     let values = match img {
         image::DynamicImage::ImageLuma8(g) => g.into_raw().into_iter().map(u16::from).collect(),

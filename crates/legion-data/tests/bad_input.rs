@@ -119,6 +119,54 @@ fn corrupt_jpeg_names_file_and_record() {
     assert_eq!(report.error_count(), 1);
 }
 
+/// The case: the first third of a valid JPEG used to pass `data check` (the decoder
+/// filled the missing rows with grey). Now `check` reports it and drops the record.
+#[test]
+fn jpeg_cut_to_its_first_third_fails_check_and_loading() {
+    let dir = dataset(
+        &[
+            record("cut", "cut.jpg", GOOD_REF),
+            record("ok", "ok.png", GOOD_REF),
+        ],
+        &["ok.png"],
+    );
+    let jpeg = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/damaged/photo.jpg"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("train/images/cut.jpg"),
+        &jpeg[..jpeg.len() / 3],
+    )
+    .unwrap();
+    let report = check(dir.path(), &CheckOptions::default(), &NoProgress).unwrap();
+    assert_eq!(report.error_count(), 1);
+    let problem = &report.splits[0].problems[0];
+    assert!(problem.record_dropped);
+    assert_eq!(problem.location.record.as_deref(), Some("cut"));
+    let text = format!("{}: {}", problem.location, problem.message);
+    assert!(
+        text.contains("cut.jpg") && text.contains("truncated"),
+        "{text}"
+    );
+    // Cut inside the entropy-coded data, the header is intact: opening succeeds and loading
+    // the sample for training is an error naming file and record.
+    std::fs::write(
+        dir.path().join("train/images/cut.jpg"),
+        &jpeg[..jpeg.len() - 16],
+    )
+    .unwrap();
+    let split = open(dir.path(), BadInputPolicy::Error).unwrap();
+    let err = split
+        .load(0, &SampleConfig::legion_training())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cut.jpg") && err.contains("record `cut`"),
+        "{err}"
+    );
+}
+
 #[test]
 fn truncated_png_is_found_by_decoding() {
     let dir = dataset(&[record("t", "t.png", GOOD_REF)], &["t.png"]);

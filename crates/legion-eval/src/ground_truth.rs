@@ -189,7 +189,7 @@ pub fn polygon_gt_mask(
 /// # Errors
 /// [`EvalError::MaskFile`] naming the file.
 pub fn read_binary_mask(path: &Path, height: usize, width: usize) -> Result<Mask, EvalError> {
-    let image = image::open(path)
+    let image = legion_data::image_io::decode_image(path)
         .map_err(|e| EvalError::mask_file(path, format!("cannot read the GT mask: {e}")))?;
     if (image.height() as usize, image.width() as usize) != (height, width) {
         return Err(EvalError::mask_file(

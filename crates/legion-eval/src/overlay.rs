@@ -92,12 +92,10 @@ pub fn write_worst_overlays(
         };
         let record = &gt.records[index];
         let path = gt.image_path(record);
-        let image = image::open(&path)
-            .map_err(|e| EvalError::Image {
-                path: path.clone(),
-                message: e.to_string(),
-            })?
-            .to_rgb8();
+        let image = legion_data::image_io::decode_rgb(&path).map_err(|e| EvalError::Image {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
         let (gt_mask, prediction) = load_image_masks(gt, predictions, record, threshold)?;
         let prediction = prediction.unwrap_or_else(|| vec![0; gt_mask.as_slice().len()]);
         let overlay = render_overlay(&image, &gt_mask, &prediction)?;

@@ -170,11 +170,7 @@ fn level_table<T>(max: u16, f: impl Fn(f64) -> T) -> Vec<T> {
 /// [`EvalError::MaskFile`] naming the file when it cannot be read or decoded or is not a
 /// single-channel image.
 pub fn read_prediction_png(path: &Path) -> Result<PredictionMap, EvalError> {
-    let image = image::ImageReader::open(path)
-        .map_err(|e| EvalError::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| EvalError::io(path, e))?
-        .decode()
+    let image = legion_data::image_io::decode_image(path)
         .map_err(|e| EvalError::mask_file(path, format!("cannot decode the mask: {e}")))?;
     let (width, height) = (image.width() as usize, image.height() as usize);
     if width == 0 || height == 0 {

@@ -163,11 +163,10 @@ impl Generator for CommandGenerator {
             ],
         );
         run_shell(&command)?;
-        let result = image::open(&out).map_err(|e| InferError::External {
+        legion_data::image_io::decode_rgb(&out).map_err(|e| InferError::External {
             what: self.describe(),
-            message: format!("cannot read its output {}: {e}", out.display()),
-        })?;
-        Ok(result.to_rgb8())
+            message: format!("cannot read its output: {e}"),
+        })
     }
 }
 
@@ -234,9 +233,8 @@ impl Generator for HttpGenerator {
         } else {
             response.body
         };
-        let image = image::load_from_memory(&png)
-            .map_err(|e| fail(format!("answer is not an image: {e}")))?;
-        Ok(image.to_rgb8())
+        legion_data::image_io::decode_rgb_bytes(&png, Path::new("<the answer's image>"))
+            .map_err(|e| fail(format!("answer is not an image: {e}")))
     }
 }
 

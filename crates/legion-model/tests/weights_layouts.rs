@@ -373,6 +373,52 @@ fn truncated_and_corrupt_files_are_read_errors_naming_the_file() {
     assert!(err.to_string().contains("does_not_exist.safetensors"));
 }
 
+/// A pickle (protocol 2) of `{"w": <global>(<argument>)}`: GLOBAL, argument tuple, REDUCE.
+fn pickle_calling(global_module: &str, global_name: &str, argument: &str) -> Vec<u8> {
+    let mut p = b"\x80\x02}q\x00X\x01\x00\x00\x00w".to_vec();
+    p.extend(format!("c{global_module}\n{global_name}\n").bytes());
+    p.push(b'X');
+    p.extend((argument.len() as u32).to_le_bytes());
+    p.extend(argument.bytes());
+    p.extend(b"\x85Rs.");
+    p
+}
+
+#[test]
+fn a_pickle_naming_os_system_or_eval_is_refused_and_nothing_runs() {
+    let dir = std::env::temp_dir().join(format!("legion_pickle_globals_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let marker = dir.join("pwned");
+    let command = format!("touch {}", marker.display());
+    for (module, name, argument) in [
+        ("os", "system", command.as_str()),
+        ("posix", "system", command.as_str()),
+        ("__builtin__", "eval", "__import__('os').system('true')"),
+        ("subprocess", "check_call", command.as_str()),
+    ] {
+        let path = dir.join(format!("{module}_{name}.pth"));
+        std::fs::write(&path, pickle_calling(module, name, argument)).unwrap();
+        let err = load_layout(&micro_config(), &path, &LoadOptions::default()).unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, WeightsError::Read { .. }), "{message}");
+        assert!(
+            message.contains(&format!("{module}.{name}")) && message.contains("restricted"),
+            "{message}"
+        );
+        assert!(message.contains(&path.display().to_string()), "{message}");
+    }
+    assert!(!marker.exists(), "a pickled command ran");
+    let _ = std::fs::remove_dir_all(&dir);
+    // The allow-list keeps real checkpoints (legacy pickle and zip) loading.
+    for name in [
+        "micro_clip_legacy.pth",
+        "micro_clip_single/pytorch_model.bin",
+    ] {
+        load_layout(&micro_config(), &checkpoint(name), &LoadOptions::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
 #[test]
 fn wrong_shapes_name_the_file_key_and_both_shapes() {
     // MLP width 24 instead of 16: fc1 / fc2 shapes differ.

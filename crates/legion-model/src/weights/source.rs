@@ -334,12 +334,13 @@ impl CheckpointSource {
                     .collect()
             }
             CheckpointFormat::Pytorch => {
+                let root = read_pickle_restricted(&shard.path)?;
                 let key = match top_level_key {
                     TopLevelKey::Root => None,
                     TopLevelKey::Key(key) => Some(key.clone()),
                     // HF shards are plain state dicts; only a lone file may be a wrapper.
                     TopLevelKey::Auto if shard.listed_keys.is_some() => None,
-                    TopLevelKey::Auto => wrapper_key(&shard.path)?,
+                    TopLevelKey::Auto => wrapper_key(&root),
                 };
                 let reader = match &key {
                     Some(key) => PytorchReader::with_top_level_key(&shard.path, key),
@@ -403,20 +404,78 @@ impl CheckpointSource {
     }
 }
 
-/// The wrapper entry of a training checkpoint, if its root dict has one holding a dict.
-fn wrapper_key(path: &Path) -> Result<Option<String>, WeightsError> {
-    // Parses only the pickle (tensors stay references), not the tensor data.
-    let root = PytorchReader::read_pickle_data(path, None).map_err(|e| WeightsError::Read {
+/// Parses a PyTorch file's pickle (tensors stay references) and refuses it when it names a
+/// Python global outside [`is_allowed_global`].
+///
+/// The reader never executes anything (a call it does not know stays an opaque value), but a
+/// checkpoint that names `os.system` or `builtins.eval` is hostile or broken either way, and
+/// loading the tensors beside it would hide that; `torch.load(weights_only=True)` refuses such
+/// files too.
+fn read_pickle_restricted(path: &Path) -> Result<PickleValue, WeightsError> {
+    let read_error = |message: String| WeightsError::Read {
         path: path.to_path_buf(),
-        message: format!("not a readable PyTorch checkpoint: {e}"),
-    })?;
-    let PickleValue::Dict(root) = root else {
-        return Ok(None);
+        message,
     };
-    Ok(WRAPPER_KEYS
+    let root = PytorchReader::read_pickle_data(path, None)
+        .map_err(|e| read_error(format!("not a readable PyTorch checkpoint: {e}")))?;
+    let mut refused = BTreeSet::new();
+    foreign_globals(&root, &mut refused);
+    if !refused.is_empty() {
+        return Err(read_error(format!(
+            "the pickle names Python globals a weights file has no use for (a restricted \
+             unpickler refuses them; nothing was executed): {}",
+            refused.into_iter().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok(root)
+}
+
+/// Whether a pickle may name the Python global `name` (`module.attribute`): what
+/// `torch.load(weights_only=True)` accepts (torch's tensor, storage, dtype and module types,
+/// `collections.OrderedDict`, builtin containers, `_codecs.encode`), numpy scalars and dtypes,
+/// and `argparse.Namespace` (training arguments saved beside the weights).
+fn is_allowed_global(name: &str) -> bool {
+    let top_module = name.split('.').next().unwrap_or(name);
+    matches!(top_module, "torch" | "numpy")
+        || matches!(
+            name,
+            "collections.OrderedDict"
+                | "collections.defaultdict"
+                | "builtins.set"
+                | "builtins.frozenset"
+                | "builtins.slice"
+                | "builtins.bytearray"
+                | "builtins.complex"
+                | "__builtin__.set"
+                | "__builtin__.frozenset"
+                | "_codecs.encode"
+                | "argparse.Namespace"
+        )
+}
+
+/// Collects the globals under `value` that [`is_allowed_global`] refuses. Values the reader
+/// cannot represent carry their Python type name; plain type names (no module) are values,
+/// not globals.
+fn foreign_globals(value: &PickleValue, found: &mut BTreeSet<String>) {
+    match value {
+        PickleValue::Unsupported(name) if name.contains('.') && !is_allowed_global(name) => {
+            found.insert(name.clone());
+        }
+        PickleValue::List(items) => items.iter().for_each(|v| foreign_globals(v, found)),
+        PickleValue::Dict(entries) => entries.values().for_each(|v| foreign_globals(v, found)),
+        _ => {}
+    }
+}
+
+/// The wrapper entry of a training checkpoint, if its root dict has one holding a dict.
+fn wrapper_key(root: &PickleValue) -> Option<String> {
+    let PickleValue::Dict(root) = root else {
+        return None;
+    };
+    WRAPPER_KEYS
         .iter()
         .find(|key| matches!(root.get(**key), Some(PickleValue::Dict(_))))
-        .map(|key| key.to_string()))
+        .map(|key| key.to_string())
 }
 
 fn file_name(path: &Path) -> String {
