@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use legion_model::sam::{
     SAM_REMAP, Sam, SamConfig, SamImageEncoderConfig, SamPrompts, postprocess_masks,
-    resize_bilinear,
+    resize_bilinear, resize_bilinear_matmul,
 };
 use legion_model::weights::{Allowances, WeightsError, load_safetensors};
 
@@ -239,25 +239,37 @@ fn postprocess_matches_reference() {
     assert!(postprocess_masks(npy("post_in", &device), 64, [48, 64], [0, 50]).is_err());
 }
 
-/// Values and input gradients of the two bilinear paths (`scripts/fixtures/bilinear.py`):
-/// `resize_bilinear` alone (rows up, columns down) and the whole `postprocess_masks`, as
-/// `d sum(out * w) / dx` on an autodiff device. The resize is two matmuls, so it
-/// differentiates on every backend (the CubeCL ones have no bilinear `interpolate` backward).
+/// Values and input gradients of SAM's bilinear resizing (`scripts/fixtures/bilinear.py`):
+/// a resize alone (rows up, columns down) and the whole `postprocess_masks` (up, crop, up),
+/// as `d sum(out * w) / dx` on an autodiff device, for both forms: what `resize_bilinear`
+/// picks on `device` (burn's `interpolate` on the CPU) and the matmul form the CubeCL
+/// backends use (they have no bilinear `interpolate` backward).
 fn check_bilinear_values_and_gradients(device: &Device) {
-    let cases: [(&str, &dyn Fn(Tensor<4>) -> Tensor<4>); 2] = [
-        ("bilinear", &|x| resize_bilinear(x, [13, 4])),
-        ("postprocess", &|x| {
+    let matmul_postprocess = |x: Tensor<4>| {
+        let [batch, channels, _, _] = x.dims();
+        let x = resize_bilinear_matmul(x, [64, 64]).slice([0..batch, 0..channels, 0..40, 0..64]);
+        resize_bilinear_matmul(x, [50, 80])
+    };
+    let cases: [(&str, &str, &dyn Fn(Tensor<4>) -> Tensor<4>); 4] = [
+        ("bilinear", "resize_bilinear", &|x| resize_bilinear(x, [13, 4])),
+        ("bilinear", "matmul form", &|x| resize_bilinear_matmul(x, [13, 4])),
+        ("postprocess", "postprocess_masks", &|x| {
             postprocess_masks(x, 64, [40, 64], [50, 80]).unwrap()
         }),
+        ("postprocess", "matmul form", &matmul_postprocess),
     ];
-    for (name, resize) in cases {
+    for (name, form, resize) in cases {
         let x = npy::<4>(&format!("{name}_x"), device).require_grad();
         let out = resize(x.clone());
         let weight = npy::<4>(&format!("{name}_w"), device);
         let grads = (out.clone() * weight).sum().backward();
         let grad = x.grad(&grads).expect("the input requires grad");
-        check(&format!("{name} values"), out, npy(&format!("{name}_out"), device));
-        check(&format!("{name} input gradient"), grad, npy(&format!("{name}_grad"), device));
+        check(&format!("{name} {form} values"), out, npy(&format!("{name}_out"), device));
+        check(
+            &format!("{name} {form} input gradient"),
+            grad,
+            npy(&format!("{name}_grad"), device),
+        );
     }
 }
 

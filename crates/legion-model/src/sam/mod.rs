@@ -35,7 +35,7 @@ use burn::tensor::{Device, Tensor};
 
 pub use image_encoder::{ImageEncoderViT, SamImageEncoderConfig};
 pub use mask_decoder::{MaskDecoder, SamMaskDecoderConfig};
-pub use postprocess::{postprocess_masks, resize_bilinear};
+pub use postprocess::{postprocess_masks, resize_bilinear, resize_bilinear_matmul};
 pub use prompt_encoder::{PromptEncoder, SamPromptEncoderConfig, SamPrompts};
 pub use transformer::{TwoWayTransformer, TwoWayTransformerConfig};
 

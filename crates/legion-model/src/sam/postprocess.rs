@@ -5,12 +5,14 @@
 //!
 //! Both resizes are `F.interpolate(mode="bilinear", align_corners=False)` (half-pixel centres,
 //! source coordinate clamped at 0, neighbour clamped to the last sample, no antialiasing).
-//! A bilinear resize is separable and linear, so it is computed here as two matmuls with fixed
-//! interpolation matrices, `rows @ x @ cols^T`, holding exactly PyTorch's weights: unlike
-//! burn's `interpolate`, whose backward the CubeCL backends (wgpu, cuda) do not implement
-//! ("Bilinear interpolation backward is not supported by JIT backend"), a matmul
-//! differentiates on every backend, so training runs there too. The parity tests check
-//! values and gradients against PyTorch.
+//! On the CPU backend (flex) they are burn's `interpolate`, which follows that rule and
+//! differentiates. The CubeCL backends (wgpu, cuda) have no backward for it ("Bilinear
+//! interpolation backward is not supported by JIT backend"), so there the resize is
+//! [`resize_bilinear_matmul`]: a bilinear resize is separable and linear, `rows @ x @ cols^T`
+//! with fixed interpolation matrices holding exactly PyTorch's weights, and a matmul
+//! differentiates on every backend. Both forms are checked against PyTorch's values and input
+//! gradients; they differ by float rounding only (~1e-7 relative), which is why the CPU keeps
+//! `interpolate` (training runs give bit-identical numbers from release to release).
 //!
 //! GLaMM/LEGION cast the logits to f32 before the first resize (`pred_mask.float()`); so does
 //! [`postprocess_masks`], whatever dtype the model computes in.
@@ -18,7 +20,9 @@
 //! Reference: `segment_anything/modeling/sam.py`, `Sam.postprocess_masks`
 //! (<https://github.com/facebookresearch/segment-anything/blob/6fdee8f2727f4506cfbbe553e23b895e27956588/segment_anything/modeling/sam.py#L136-L164>).
 
-use burn::tensor::{FloatDType, Tensor, TensorData};
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 
 use super::SamError;
 
@@ -40,8 +44,9 @@ pub(crate) fn linear_resize_matrix(in_len: usize, out_len: usize) -> Vec<f32> {
     m
 }
 
-/// Bilinear resize with PyTorch's `align_corners=False` convention, as `rows @ x @ cols^T`
-/// (see the module docs: differentiable on every backend). Computes in `x`'s dtype.
+/// Bilinear resize with PyTorch's `align_corners=False` convention, differentiable on every
+/// backend: burn's `interpolate` on the CPU backend, [`resize_bilinear_matmul`] elsewhere (see
+/// the module docs). Computes in `x`'s dtype.
 ///
 /// # Shapes
 /// - `x`: `[batch, channels, h, w]` -> `[batch, channels, size[0], size[1]]`.
@@ -49,6 +54,31 @@ pub(crate) fn linear_resize_matrix(in_len: usize, out_len: usize) -> Vec<f32> {
 /// # Panics
 /// If a dimension of `x` or of `size` is zero.
 pub fn resize_bilinear(x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
+    let [_, _, h, w] = x.dims();
+    if [h, w] == size {
+        // Same size is the identity under align_corners=False (source = destination).
+        return x;
+    }
+    if x.device().inner() == Device::flex() {
+        // burn's `InterpolateOptions::new` defaults to align_corners = true: set it.
+        let options = InterpolateOptions::new(InterpolateMode::Bilinear)
+            .with_align_corners(false)
+            .with_output_size(size);
+        interpolate(x, options)
+    } else {
+        resize_bilinear_matmul(x, size)
+    }
+}
+
+/// [`resize_bilinear`] as `rows @ x @ cols^T` with PyTorch's interpolation weights: two
+/// matmuls, which every backend differentiates. Computes in `x`'s dtype.
+///
+/// # Shapes
+/// - `x`: `[batch, channels, h, w]` -> `[batch, channels, size[0], size[1]]`.
+///
+/// # Panics
+/// If a dimension of `x` or of `size` is zero.
+pub fn resize_bilinear_matmul(x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
     let [batch, channels, h, w] = x.dims();
     if [h, w] == size {
         // Same size is the identity under align_corners=False (source = destination).
