@@ -31,7 +31,7 @@ import legion_rs
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
-from bench_eval import generate  # noqa: E402  (same data as the CLI benchmark)
+from bench_eval import prepare_data  # noqa: E402  (same data as the CLI benchmark)
 
 
 def load_reference():
@@ -57,16 +57,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=1, help="repeat the in-memory comparison (median reported)")
     args = ap.parse_args()
 
-    work = ROOT / "target" / "bench-eval"
-    gt, pred = work / "gt", work / "pred"
-    stamp = work / "params.json"
-    params = {"count": args.count, "size": args.size, "seed": 3}
-    if args.reuse_data and stamp.is_file() and json.loads(stamp.read_text()) == params:
-        print(f"reusing {work}", file=sys.stderr)
-    else:
-        stamp.unlink(missing_ok=True)
-        generate(legion_rs.cli_path(), gt, pred, args)
-        stamp.write_text(json.dumps(params))
+    _, gt, pred = prepare_data(legion_rs.cli_path(), args)
     labels = gt / "labels.jsonl"
     reference = load_reference()
     load_before = os.getloadavg()

@@ -10,12 +10,6 @@ __version__: str
 
 MaskLike = Union[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]
 
-class PixelCounts(TypedDict):
-    tp: int
-    fp: int
-    fn: int
-    tn: int
-
 class ImageScores(TypedDict):
     tp: int
     fp: int
@@ -48,11 +42,9 @@ def evaluate_json(
 ) -> Dict[str, Any]:
     """The ``legion eval --format json`` report as a dict (see ``legion_rs.evaluate``)."""
 
-def pixel_counts(gt: MaskLike, pred: MaskLike) -> PixelCounts:
-    """Confusion counts of artifact pixels (nonzero = artifact); equal shapes required."""
-
 def image_scores(gt: MaskLike, pred: MaskLike) -> ImageScores:
-    """Counts plus the LEGION per-image mIoU, artifact F1 and LISA's per-image IoU."""
+    """Confusion counts of artifact pixels (nonzero = artifact; equal shapes required) plus the
+    LEGION per-image mIoU, artifact F1 and LISA's per-image IoU."""
 
 def image_scores_batch(gts: Sequence[MaskLike], preds: Sequence[MaskLike]) -> List[ImageScores]:
     """``image_scores`` of many images, in parallel over the cores."""

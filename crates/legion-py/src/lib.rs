@@ -63,7 +63,6 @@ fn json_to_py<'py>(py: Python<'py>, value: &impl serde::Serialize) -> PyResult<B
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     module.add_function(wrap_pyfunction!(evaluate::evaluate_json, module)?)?;
-    module.add_function(wrap_pyfunction!(metrics::pixel_counts, module)?)?;
     module.add_function(wrap_pyfunction!(metrics::image_scores, module)?)?;
     module.add_function(wrap_pyfunction!(metrics::image_scores_batch, module)?)?;
     module.add_function(wrap_pyfunction!(metrics::rouge_l, module)?)?;

@@ -37,17 +37,8 @@ fn count(
     Ok(py.detach(|| PixelCounts::from_masks(prediction, gt)))
 }
 
-/// Confusion counts of artifact pixels: `{"tp", "fp", "fn", "tn"}` (artifact = nonzero).
-#[pyfunction]
-pub(crate) fn pixel_counts<'py>(
-    py: Python<'py>,
-    gt: &Bound<'py, PyAny>,
-    pred: &Bound<'py, PyAny>,
-) -> PyResult<Bound<'py, PyAny>> {
-    json_to_py(py, &count(py, gt, pred, "pixel_counts")?)
-}
-
-/// The counts and the per-image scores of one image: `miou` (the LEGION mIoU), `f1` (artifact
+/// The confusion counts of artifact pixels (`tp fp fn tn`, artifact = nonzero) and the
+/// per-image scores of one image: `miou` (the LEGION mIoU), `f1` (artifact
 /// F1, 1 when TP = FP = FN = 0) and `giou_term` (LISA's per-image IoU).
 #[pyfunction]
 pub(crate) fn image_scores<'py>(
