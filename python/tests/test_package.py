@@ -46,13 +46,15 @@ def largest_gap_while(work):
 
 def test_long_calls_release_the_gil():
     rng = np.random.default_rng(0)
-    gts = [(rng.random((1024, 1024)) < 0.1).astype(np.uint8) for _ in range(8)]
-    preds = [np.ascontiguousarray(g[::-1]) for g in gts]
+    gt = (rng.random((1024, 1024)) < 0.1).astype(np.uint8)
+    pred = np.ascontiguousarray(gt[::-1])
+    # One call long enough to see (>= ~0.4 s on this machine): if it held the GIL, the ticking
+    # thread would stall for all of it.
+    start = time.perf_counter()
+    legion_rs.image_scores_batch([gt] * 16, [pred] * 16)
+    per_image = (time.perf_counter() - start) / 16
+    count = max(16, int(0.4 / max(per_image, 1e-6)))
 
-    def work():
-        for _ in range(40):
-            legion_rs.image_scores_batch(gts, preds)
-
-    elapsed, gap = largest_gap_while(work)
-    assert elapsed > 0.2, f"work took only {elapsed:.3f} s; make it longer"
+    elapsed, gap = largest_gap_while(lambda: legion_rs.image_scores_batch([gt] * count, [pred] * count))
+    assert elapsed > 0.2, f"the call took only {elapsed:.3f} s"
     assert gap < elapsed / 2, f"largest tick gap {gap:.3f} s of {elapsed:.3f} s: the GIL was held"
