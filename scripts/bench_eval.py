@@ -46,6 +46,23 @@ def generate(legion, gt, pred, args):
         cv2.imwrite(str(pred / (Path(body["img_file_name"]).stem + ".png")), shifted * 255)
 
 
+def prepare_data(legion, args):
+    """The benchmark folders under target/bench-eval, generated unless `args.reuse_data` and an
+    earlier run (of this script or bench_python_api.py) used the same count and size.
+    Returns (work folder, GT dataset, prediction folder)."""
+    work = ROOT / "target" / "bench-eval"
+    gt, pred = work / "gt", work / "pred"
+    stamp = work / "params.json"
+    params = {"count": args.count, "size": args.size, "seed": 3}
+    if args.reuse_data and stamp.is_file() and json.loads(stamp.read_text()) == params:
+        print(f"reusing {work}", file=sys.stderr)
+    else:
+        stamp.unlink(missing_ok=True)
+        generate(legion, gt, pred, args)
+        stamp.write_text(json.dumps(params))
+    return work, gt, pred
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--count", type=int, default=1000)
@@ -57,19 +74,10 @@ def main():
                     help="keep target/bench-eval from an earlier run with the same --count/--size "
                          "(generating 1,000 images at 1024 px takes minutes)")
     args = ap.parse_args()
-    work = ROOT / "target" / "bench-eval"
-    gt, pred = work / "gt", work / "pred"
     legion = ROOT / "target" / ("release" if args.profile == "release" else "debug") / "legion"
     build = ["cargo", "build", "-q", "-p", "legion-cli"] + (["--release"] if args.profile == "release" else [])
     subprocess.run(build, cwd=ROOT, check=True)
-    stamp = work / "params.json"
-    params = {"count": args.count, "size": args.size, "seed": 3}
-    if args.reuse_data and stamp.is_file() and json.loads(stamp.read_text()) == params:
-        print(f"reusing {work}", file=sys.stderr)
-    else:
-        stamp.unlink(missing_ok=True)
-        generate(legion, gt, pred, args)
-        stamp.write_text(json.dumps(params))
+    work, gt, pred = prepare_data(legion, args)
     records = json.loads((gt / "test/annotations/test.json").read_text())
 
     t = time.perf_counter()

@@ -6,15 +6,14 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use legion_data::Labels;
-use legion_eval::detection::{DetectionConfig, evaluate_detection, read_detection_scores};
-use legion_eval::evaluate::{evaluate_explanations, evaluate_localization};
+use legion_eval::evaluate::{EvalRequest, evaluate_localization, evaluate_request};
 use legion_eval::ground_truth::GroundTruth;
 use legion_eval::overlay::write_worst_overlays;
-use legion_eval::predictions::{Explanations, MaskFolder, image_stem};
+use legion_eval::predictions::{MaskFolder, image_stem};
 use legion_eval::tables::{
     LocalizationVariant, TableFormat, TableKind, TableOptions, merge_tables_with, report_table,
 };
-use legion_eval::{ExplanationConfig, LocalizationConfig, MissingPolicy, Report};
+use legion_eval::{LocalizationConfig, MissingPolicy, Report};
 
 use crate::progress::Bar;
 
@@ -179,62 +178,38 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
         Missing::Error => MissingPolicy::Error,
         Missing::Empty => MissingPolicy::Empty,
     };
-    let mut report = Report::new(&args.method, &args.gt, &args.split);
-    let bar = Bar::default();
-    let mut folder = None;
-    if let Some(dir) = &args.masks {
-        let masks = MaskFolder::open(dir)
-            .with_context(|| format!("reading predictions {}", dir.display()))?;
-        let config = LocalizationConfig {
-            threshold: args.threshold,
-            missing,
-            ..LocalizationConfig::default()
-        };
-        report.localization = Some(evaluate_localization(
-            &gt,
-            &masks,
-            labels.as_ref(),
-            &config,
-            &bar,
-        )?);
-        folder = Some(masks);
-    }
-    if let Some(path) = &args.explanations {
-        let explanations = Explanations::read(path)?;
-        let config = ExplanationConfig {
-            missing,
-            ..ExplanationConfig::default()
-        };
-        // CSS needs a sentence encoder checkpoint; without one it is reported as unavailable.
-        let encoder = args
-            .encoder
-            .as_deref()
-            .map(|dir| {
-                legion_text_embed::SentenceEncoder::load(dir, &legion_backend::Device::flex())
-                    .map(CssEncoder)
-                    .with_context(|| format!("loading the sentence encoder {}", dir.display()))
-            })
-            .transpose()?;
-        let encoder = encoder
+    let masks = args
+        .masks
+        .as_deref()
+        .map(|dir| {
+            MaskFolder::open(dir).with_context(|| format!("reading predictions {}", dir.display()))
+        })
+        .transpose()?;
+    // CSS needs a sentence encoder checkpoint; without one it is reported as unavailable.
+    let encoder = args
+        .encoder
+        .as_deref()
+        .filter(|_| args.explanations.is_some())
+        .map(|dir| {
+            legion_text_embed::SentenceEncoder::load(dir, &legion_backend::Device::flex())
+                .map(CssEncoder)
+                .with_context(|| format!("loading the sentence encoder {}", dir.display()))
+        })
+        .transpose()?;
+    let request = EvalRequest {
+        method: &args.method,
+        split: &args.split,
+        masks: masks.as_ref(),
+        explanations: args.explanations.as_deref(),
+        scores: args.scores.as_deref(),
+        labels: labels.as_ref(),
+        encoder: encoder
             .as_ref()
-            .map(|e| e as &dyn legion_eval::css::SentenceEncoder);
-        report.explanation = Some(evaluate_explanations(
-            &gt,
-            &explanations,
-            encoder,
-            labels.as_ref(),
-            &config,
-            &bar,
-        )?);
-    }
-    if let Some(path) = &args.scores {
-        let samples = read_detection_scores(path)?;
-        report.detection = Some(evaluate_detection(
-            &samples,
-            &DetectionConfig::default(),
-            Some(path),
-        )?);
-    }
+            .map(|e| e as &dyn legion_eval::css::SentenceEncoder),
+        threshold: args.threshold,
+        missing,
+    };
+    let report = evaluate_request(&gt, &request, &Bar::default())?;
     let format: TableFormat = args.format.into();
     if matches!(format, TableFormat::Json) {
         println!("{}", report.to_json());
@@ -262,7 +237,7 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
     if let Some(out) = &args.per_image {
         write(out, report.per_image_csv().as_bytes())?;
     }
-    if let (Some(n), Some(masks)) = (args.worst, &folder) {
+    if let (Some(n), Some(masks)) = (args.worst, &masks) {
         let written = write_worst_overlays(&report, &gt, masks, n, &args.worst_dir)?;
         eprintln!(
             "wrote {} overlays to {}",

@@ -19,6 +19,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::css::SentenceEncoder;
+use crate::detection::{DetectionConfig, evaluate_detection, read_detection_scores};
 use crate::error::EvalError;
 use crate::ground_truth::{GroundTruth, GtMaskSource};
 use crate::metrics::localization::{ImagePixelScores, LocalizationSummary, PixelCounts};
@@ -28,6 +29,7 @@ use crate::metrics::trufor::{
 use crate::predictions::{
     Explanations, MapKind, MaskFolder, PredictionMap, image_stem, read_prediction_png,
 };
+use crate::report::Report;
 use crate::rouge::{clean_analysis_text, rouge_l};
 use legion_data::progress::Progress;
 
@@ -631,4 +633,78 @@ pub fn evaluate_explanations(
         by_content_type,
         images,
     })
+}
+
+/// Everything `legion eval` can score on one ground truth: the prediction folder, the
+/// explanations and the detection scores are each optional.
+#[derive(Clone, Copy)]
+pub struct EvalRequest<'a> {
+    /// The method name (the report's table row).
+    pub method: &'a str,
+    /// The split of the ground truth, stored in the report.
+    pub split: &'a str,
+    pub masks: Option<&'a MaskFolder>,
+    /// JSONL of predicted explanations.
+    pub explanations: Option<&'a Path>,
+    /// CSV/JSONL of image-level real/fake scores.
+    pub scores: Option<&'a Path>,
+    pub labels: Option<&'a Labels>,
+    /// Sentence encoder for CSS; without one CSS is reported as unavailable.
+    pub encoder: Option<&'a dyn SentenceEncoder>,
+    /// Score maps: artifact = score > threshold.
+    pub threshold: f64,
+    /// Images without prediction (masks and explanations).
+    pub missing: MissingPolicy,
+}
+
+/// The full report of `request` on `gt` (what `legion eval --format json` prints): the
+/// localization, explanation and detection parts that were asked for, default options
+/// otherwise.
+///
+/// # Errors
+/// As [`evaluate_localization`], [`evaluate_explanations`] and [`evaluate_detection`], and
+/// read errors of the explanation and score files, naming the file.
+pub fn evaluate_request(
+    gt: &GroundTruth,
+    request: &EvalRequest<'_>,
+    progress: &dyn Progress,
+) -> Result<Report, EvalError> {
+    let mut report = Report::new(request.method, &gt.root, request.split);
+    if let Some(masks) = request.masks {
+        let config = LocalizationConfig {
+            threshold: request.threshold,
+            missing: request.missing,
+            ..LocalizationConfig::default()
+        };
+        report.localization = Some(evaluate_localization(
+            gt,
+            masks,
+            request.labels,
+            &config,
+            progress,
+        )?);
+    }
+    if let Some(path) = request.explanations {
+        let config = ExplanationConfig {
+            missing: request.missing,
+            ..ExplanationConfig::default()
+        };
+        report.explanation = Some(evaluate_explanations(
+            gt,
+            &Explanations::read(path)?,
+            request.encoder,
+            request.labels,
+            &config,
+            progress,
+        )?);
+    }
+    if let Some(path) = request.scores {
+        let samples = read_detection_scores(path)?;
+        report.detection = Some(evaluate_detection(
+            &samples,
+            &DetectionConfig::default(),
+            Some(path),
+        )?);
+    }
+    Ok(report)
 }

@@ -1,0 +1,60 @@
+"""The wheel as installed: the `legion` command on PATH, the GIL released during long work."""
+
+import shutil
+import subprocess
+import threading
+import time
+
+import numpy as np
+
+import legion_rs
+
+
+def test_legion_cli_is_on_path_and_runs():
+    legion = shutil.which("legion")
+    assert legion is not None
+    out = subprocess.run([legion, "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "eval" in out.stdout and "train" in out.stdout
+    assert legion_rs.cli_path().is_file()
+    bad = subprocess.run([legion, "no-such-command"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "no-such-command" in bad.stderr
+
+
+def largest_gap_while(work):
+    """Runs `work` in a thread and ticks in this one meanwhile; returns (work seconds, largest
+    gap between two ticks). With the GIL held by `work`, this thread cannot tick until it ends."""
+    started = threading.Event()
+    done = threading.Event()
+
+    def run():
+        started.set()
+        work()
+        done.set()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    started.wait()
+    begin = last = time.perf_counter()
+    gap = 0.0
+    while not done.is_set():
+        now = time.perf_counter()
+        gap, last = max(gap, now - last), now
+    thread.join()
+    return time.perf_counter() - begin, gap
+
+
+def test_long_calls_release_the_gil():
+    rng = np.random.default_rng(0)
+    gt = (rng.random((1024, 1024)) < 0.1).astype(np.uint8)
+    pred = np.ascontiguousarray(gt[::-1])
+    # One call long enough to see (>= ~0.4 s on this machine): if it held the GIL, the ticking
+    # thread would stall for all of it.
+    start = time.perf_counter()
+    legion_rs.image_scores_batch([gt] * 16, [pred] * 16)
+    per_image = (time.perf_counter() - start) / 16
+    count = max(16, int(0.4 / max(per_image, 1e-6)))
+
+    elapsed, gap = largest_gap_while(lambda: legion_rs.image_scores_batch([gt] * count, [pred] * count))
+    assert elapsed > 0.2, f"the call took only {elapsed:.3f} s"
+    assert gap < elapsed / 2, f"largest tick gap {gap:.3f} s of {elapsed:.3f} s: the GIL was held"
