@@ -246,7 +246,13 @@ fn half_precision_bundles_infer_and_score_like_f32() {
     let dir = tempfile::tempdir().unwrap();
     let model = bundle(dir.path());
     let exported = dir.path().join("legion.safetensors");
-    run_ok(legion().arg("export").arg(&model).arg("--out").arg(&exported));
+    run_ok(
+        legion()
+            .arg("export")
+            .arg(&model)
+            .arg("--out")
+            .arg(&exported),
+    );
     let (miou, f1) = infer_and_score(&model, &dir.path().join("pred-f32"), &[]);
     println!("f32: mIoU {miou:.4} F1 {f1:.4}");
     let close = |m: f64, f: f64| (m - miou).abs() <= 0.01 && (f - f1).abs() <= 2.0 / 40.0 + 1e-9;
@@ -272,10 +278,16 @@ fn half_precision_bundles_infer_and_score_like_f32() {
             "{dtype}: {half_miou} / {half_f1} vs f32 {miou} / {f1}"
         );
     }
-    let (up_miou, up_f1) =
-        infer_and_score(&dir.path().join("bf16"), &dir.path().join("pred-up"), &["--dtype", "f32"]);
+    let (up_miou, up_f1) = infer_and_score(
+        &dir.path().join("bf16"),
+        &dir.path().join("pred-up"),
+        &["--dtype", "f32"],
+    );
     println!("bf16 bundle run in f32: mIoU {up_miou:.4} F1 {up_f1:.4}");
-    assert!(close(up_miou, up_f1), "{up_miou} / {up_f1} vs f32 {miou} / {f1}");
+    assert!(
+        close(up_miou, up_f1),
+        "{up_miou} / {up_f1} vs f32 {miou} / {f1}"
+    );
 }
 
 #[test]

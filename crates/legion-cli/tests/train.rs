@@ -329,7 +329,10 @@ fn the_detection_task_accumulates_splits_over_devices_and_validates() {
         let (diff, at) = max_abs_difference(&whole, model).unwrap();
         println!("{name}: max difference {diff:.2e} (the second step moved {moved:.2e})");
         assert!(diff < 1e-5, "{name} differs by {diff} at {at}\n{text}");
-        assert!(moved > 100.0 * diff.max(1e-7), "moved {moved}, {name} diff {diff}");
+        assert!(
+            moved > 100.0 * diff.max(1e-7),
+            "moved {moved}, {name} diff {diff}"
+        );
     }
 }
 

@@ -64,7 +64,10 @@ impl Analyzer {
         device: Device,
         dtype: Option<FloatDType>,
     ) -> Result<Self, InferError> {
-        Ok(Self::new(ModelBundle::load_as(dir, &device, dtype)?, device))
+        Ok(Self::new(
+            ModelBundle::load_as(dir, &device, dtype)?,
+            device,
+        ))
     }
 
     /// Decodes and preprocesses one image file for this model.

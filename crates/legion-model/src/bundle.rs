@@ -19,10 +19,10 @@ use burn::store::{BurnpackStore, ModuleSnapshot};
 use burn::tensor::{Device, FloatDType};
 use serde::{Deserialize, Serialize};
 
+use crate::legion::native::save_native;
 use crate::legion::{Legion, LegionClsConfig, LegionConfig, LegionForCls};
 use crate::precision::cast_params;
 use crate::tokenizer::{LegionTokenizer, TokenizerError};
-use crate::legion::native::save_native;
 use crate::weights::{Allowances, WeightsError, check_result};
 
 /// Format tag written to `bundle.json`.
@@ -311,11 +311,12 @@ impl DetectorBundle {
     pub fn load(dir: &Path, device: &Device) -> Result<Self, BundleError> {
         let meta_path = dir.join(DETECTOR_META_FILE);
         let text = std::fs::read_to_string(&meta_path).map_err(io_err(&meta_path))?;
-        let meta: DetectorMeta = serde_json::from_str(&text).map_err(|source| BundleError::Json {
-            path: meta_path.clone(),
-            what: "detector metadata",
-            source,
-        })?;
+        let meta: DetectorMeta =
+            serde_json::from_str(&text).map_err(|source| BundleError::Json {
+                path: meta_path.clone(),
+                what: "detector metadata",
+                source,
+            })?;
         if meta.format != DETECTOR_FORMAT {
             return Err(BundleError::Format {
                 path: meta_path,

@@ -67,7 +67,12 @@ fn positive_number(field: &str, value: f64) -> Result<(), InvalidConfig> {
 }
 
 /// `value` splits into `parts` equal heads.
-fn divisible(field: &str, value: usize, parts_field: &str, parts: usize) -> Result<(), InvalidConfig> {
+fn divisible(
+    field: &str,
+    value: usize,
+    parts_field: &str,
+    parts: usize,
+) -> Result<(), InvalidConfig> {
     require(parts > 0 && value.is_multiple_of(parts), field, || {
         format!("{value} is not a multiple of {parts_field} {parts}")
     })
@@ -156,7 +161,10 @@ impl DetectionHeadConfig {
             ("hidden_size", self.hidden_size),
         ])?;
         require(self.num_classes >= 2, "num_classes", || {
-            format!("a classifier needs at least 2 classes, got {}", self.num_classes)
+            format!(
+                "a classifier needs at least 2 classes, got {}",
+                self.num_classes
+            )
         })
     }
 }
@@ -264,7 +272,9 @@ impl SamMaskDecoderConfig {
             ("iou_head_depth", self.iou_head_depth),
             ("iou_head_hidden_dim", self.iou_head_hidden_dim),
         ])?;
-        self.transformer.validate().map_err(|e| e.within("transformer"))?;
+        self.transformer
+            .validate()
+            .map_err(|e| e.within("transformer"))?;
         require(
             self.transformer.embedding_dim == self.transformer_dim,
             "transformer.embedding_dim",

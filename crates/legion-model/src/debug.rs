@@ -41,11 +41,11 @@ use crate::clip_vision::{
 use crate::legion::{ClipWeights, LegionConfig, LegionError};
 use crate::llama::LlamaConfig;
 use crate::sam::{
-    Sam, SamConfig, SamImageEncoderConfig, SamMaskDecoderConfig, SamPromptEncoderConfig, SamPrompts,
-    TwoWayTransformerConfig,
+    Sam, SamConfig, SamImageEncoderConfig, SamMaskDecoderConfig, SamPromptEncoderConfig,
+    SamPrompts, TwoWayTransformerConfig,
 };
-use crate::weights::WeightsError;
 use crate::weights::CheckpointSource;
+use crate::weights::WeightsError;
 
 /// The components [`debug_forward`] can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -355,7 +355,11 @@ const SAM_DEFAULTED_FIELDS: [(&[&str], &[&str]); 3] = [
     ),
     (
         &["mask_decoder"],
-        &["num_multimask_outputs", "iou_head_depth", "iou_head_hidden_dim"],
+        &[
+            "num_multimask_outputs",
+            "iou_head_depth",
+            "iou_head_hidden_dim",
+        ],
     ),
     (
         &["mask_decoder", "transformer"],

@@ -339,8 +339,7 @@ pub fn generate_from_embeds(
         prompt_tokens = seq,
         prefill_seconds = format!("{prefill_seconds:.3}"),
         decode_steps,
-        decode_seconds_per_token =
-            format!("{:.3}", decode_seconds / decode_steps.max(1) as f64),
+        decode_seconds_per_token = format!("{:.3}", decode_seconds / decode_steps.max(1) as f64),
         "LLM generation"
     );
 

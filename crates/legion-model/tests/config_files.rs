@@ -53,7 +53,11 @@ fn every_field_bad<C: Serialize + DeserializeOwned>(
     let (mut edits, mut refused) = (0, 0);
     for pointer in &leaves {
         let is_float = json.pointer(pointer).unwrap().is_f64();
-        let mut values = vec![serde_json::json!(0), serde_json::json!(-1), serde_json::json!(1_000_000)];
+        let mut values = vec![
+            serde_json::json!(0),
+            serde_json::json!(-1),
+            serde_json::json!(1_000_000),
+        ];
         if is_float {
             values.extend([serde_json::json!(1e300), serde_json::json!(-0.5)]);
         }
@@ -85,10 +89,12 @@ fn every_field_bad<C: Serialize + DeserializeOwned>(
                     // Accepted huge sizes are legal but would allocate gigabytes: not built.
                 }
                 Ok(()) => {
-                    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        init(&config)
-                    }));
-                    assert!(built.is_ok(), "{pointer} = {value}: validated but init panicked");
+                    let built =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| init(&config)));
+                    assert!(
+                        built.is_ok(),
+                        "{pointer} = {value}: validated but init panicked"
+                    );
                 }
             }
         }
@@ -127,7 +133,8 @@ fn presets_validate_and_the_table_names_each_once() {
 }
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("legion-config-files-{}-{name}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("legion-config-files-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -146,14 +153,39 @@ fn sam_config_json_takes_build_parameters_and_omitted_defaults() {
             "encoder_global_attn_indexes": [2, 5, 8, 11]}"#,
     )
     .unwrap();
-    assert_eq!(as_json(&sam_config_from_json(&path).unwrap()), as_json(&SamConfig::vit_b()));
+    assert_eq!(
+        as_json(&sam_config_from_json(&path).unwrap()),
+        as_json(&SamConfig::vit_b())
+    );
 
     // burn's JSON with every defaulted field left out.
     let mut json = as_json(&SamConfig::vit_h());
     for (section, fields) in [
-        ("/image_encoder", &["window_size", "out_chans", "in_chans", "mlp_ratio", "qkv_bias", "use_abs_pos", "use_rel_pos", "norm_eps"][..]),
-        ("/mask_decoder", &["num_multimask_outputs", "iou_head_depth", "iou_head_hidden_dim"][..]),
-        ("/mask_decoder/transformer", &["attention_downsample_rate", "norm_eps"][..]),
+        (
+            "/image_encoder",
+            &[
+                "window_size",
+                "out_chans",
+                "in_chans",
+                "mlp_ratio",
+                "qkv_bias",
+                "use_abs_pos",
+                "use_rel_pos",
+                "norm_eps",
+            ][..],
+        ),
+        (
+            "/mask_decoder",
+            &[
+                "num_multimask_outputs",
+                "iou_head_depth",
+                "iou_head_hidden_dim",
+            ][..],
+        ),
+        (
+            "/mask_decoder/transformer",
+            &["attention_downsample_rate", "norm_eps"][..],
+        ),
     ] {
         let object = json.pointer_mut(section).unwrap().as_object_mut().unwrap();
         for field in fields {
@@ -161,20 +193,38 @@ fn sam_config_json_takes_build_parameters_and_omitted_defaults() {
         }
     }
     std::fs::write(&path, json.to_string()).unwrap();
-    assert_eq!(as_json(&sam_config_from_json(&path).unwrap()), as_json(&SamConfig::vit_h()));
+    assert_eq!(
+        as_json(&sam_config_from_json(&path).unwrap()),
+        as_json(&SamConfig::vit_h())
+    );
 
     // A non-default value is kept; the full JSON still reads.
     SamConfig::tiny().save(&path).unwrap();
-    assert_eq!(as_json(&sam_config_from_json(&path).unwrap()), as_json(&SamConfig::tiny()));
+    assert_eq!(
+        as_json(&sam_config_from_json(&path).unwrap()),
+        as_json(&SamConfig::tiny())
+    );
 
     // Unknown names, missing required fields and impossible values are named.
     for (text, expected) in [
-        (r#"{"encoder_embed_dim": 768, "encoder_depth": 12, "encoder_heads": 12}"#, "encoder_heads"),
-        (r#"{"encoder_embed_dim": 768, "encoder_depth": 12, "encoder_global_attn_indexes": []}"#, "encoder_num_heads"),
-        (r#"{"encoder_embed_dim": 768, "encoder_depth": 12, "encoder_num_heads": 12,
-             "encoder_global_attn_indexes": [2, 12]}"#, "global_attn_indexes"),
-        (r#"{"encoder_embed_dim": 770, "encoder_depth": 12, "encoder_num_heads": 12,
-             "encoder_global_attn_indexes": [2]}"#, "embed_dim"),
+        (
+            r#"{"encoder_embed_dim": 768, "encoder_depth": 12, "encoder_heads": 12}"#,
+            "encoder_heads",
+        ),
+        (
+            r#"{"encoder_embed_dim": 768, "encoder_depth": 12, "encoder_global_attn_indexes": []}"#,
+            "encoder_num_heads",
+        ),
+        (
+            r#"{"encoder_embed_dim": 768, "encoder_depth": 12, "encoder_num_heads": 12,
+             "encoder_global_attn_indexes": [2, 12]}"#,
+            "global_attn_indexes",
+        ),
+        (
+            r#"{"encoder_embed_dim": 770, "encoder_depth": 12, "encoder_num_heads": 12,
+             "encoder_global_attn_indexes": [2]}"#,
+            "embed_dim",
+        ),
     ] {
         std::fs::write(&path, text).unwrap();
         let e = sam_config_from_json(&path).unwrap_err().to_string();
@@ -189,8 +239,14 @@ fn debug_forward_reads_a_sharded_bin_checkpoint_like_a_single_file() {
     let run = |dir: &Path| {
         std::fs::copy(&config, dir.join("config.json")).unwrap();
         let out = dir.join("out.npy");
-        debug_forward(DebugComponent::ClipVision, dir, &[pixels.clone()], &out, &Device::flex())
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        debug_forward(
+            DebugComponent::ClipVision,
+            dir,
+            &[pixels.clone()],
+            &out,
+            &Device::flex(),
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         read_npy_f32(&out).unwrap()
     };
     let single = temp_dir("single");

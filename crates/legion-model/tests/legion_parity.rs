@@ -190,13 +190,18 @@ fn relative_error<const D: usize>(what: &str, got: Tensor<D>, want: Tensor<D>) -
 fn half_precision_weights_run_close_to_the_f32_reference() {
     let device = Device::flex();
     let fx = load_fixture(&device);
-    for (dtype, tolerance, mask_tolerance) in
-        [(FloatDType::BF16, 3e-2, 1e-1), (FloatDType::F16, 1e-2, 2e-2)]
-    {
+    for (dtype, tolerance, mask_tolerance) in [
+        (FloatDType::BF16, 3e-2, 1e-1),
+        (FloatDType::F16, 1e-2, 2e-2),
+    ] {
         let model = cast_params(fixture_model(&device), dtype);
         assert_eq!(model.llm.dtype(), DType::from(dtype));
         let out = model.forward_train(&fx.images, &fx.tokens, fx.seg).unwrap();
-        assert_eq!(out.logits.dtype(), DType::F32, "{dtype:?}: logits leave in f32");
+        assert_eq!(
+            out.logits.dtype(),
+            DType::F32,
+            "{dtype:?}: logits leave in f32"
+        );
         let err = relative_error(
             &format!("{dtype:?} logits"),
             out.logits,
@@ -210,7 +215,10 @@ fn half_precision_weights_run_close_to_the_f32_reference() {
             seg,
             tensor(&legion_fixture("seg_embeddings.npy"), &device),
         );
-        assert!(err <= tolerance, "{dtype:?} seg embeddings: {err} > {tolerance}");
+        assert!(
+            err <= tolerance,
+            "{dtype:?} seg embeddings: {err} > {tolerance}"
+        );
         for (row, masks) in out.pred_masks.iter().enumerate() {
             if masks.dims()[0] == 0 {
                 continue;

@@ -251,8 +251,12 @@ fn check_bilinear_values_and_gradients(device: &Device) {
         resize_bilinear_matmul(x, [50, 80])
     };
     let cases: [(&str, &str, &dyn Fn(Tensor<4>) -> Tensor<4>); 4] = [
-        ("bilinear", "resize_bilinear", &|x| resize_bilinear(x, [13, 4])),
-        ("bilinear", "matmul form", &|x| resize_bilinear_matmul(x, [13, 4])),
+        ("bilinear", "resize_bilinear", &|x| {
+            resize_bilinear(x, [13, 4])
+        }),
+        ("bilinear", "matmul form", &|x| {
+            resize_bilinear_matmul(x, [13, 4])
+        }),
         ("postprocess", "postprocess_masks", &|x| {
             postprocess_masks(x, 64, [40, 64], [50, 80]).unwrap()
         }),
@@ -264,7 +268,11 @@ fn check_bilinear_values_and_gradients(device: &Device) {
         let weight = npy::<4>(&format!("{name}_w"), device);
         let grads = (out.clone() * weight).sum().backward();
         let grad = x.grad(&grads).expect("the input requires grad");
-        check(&format!("{name} {form} values"), out, npy(&format!("{name}_out"), device));
+        check(
+            &format!("{name} {form} values"),
+            out,
+            npy(&format!("{name}_out"), device),
+        );
         check(
             &format!("{name} {form} input gradient"),
             grad,

@@ -411,13 +411,13 @@ impl TrainConfig {
                         .push("data.tokenizer is needed unless model.init names a bundle".into());
                 }
             }
-            Task::Detect => problems.extend(self.segment_only_fields_set().into_iter().map(
-                |field| {
+            Task::Detect => {
+                problems.extend(self.segment_only_fields_set().into_iter().map(|field| {
                     format!(
                         "{field} does not apply to run.task = \"detect\" (leave it at its default)"
                     )
-                },
-            )),
+                }))
+            }
         }
         if self.run.batch_size < self.run.devices.len() {
             problems.push(format!(
@@ -449,8 +449,14 @@ impl TrainConfig {
             ("loss.bce_weight", loss.bce_weight != default_bce()),
             ("loss.dice_weight", loss.dice_weight != default_dice()),
             ("trainable.lora", trainable.lora != defaults.lora),
-            ("trainable.lora_rank", trainable.lora_rank != defaults.lora_rank),
-            ("trainable.lora_alpha", trainable.lora_alpha != defaults.lora_alpha),
+            (
+                "trainable.lora_rank",
+                trainable.lora_rank != defaults.lora_rank,
+            ),
+            (
+                "trainable.lora_alpha",
+                trainable.lora_alpha != defaults.lora_alpha,
+            ),
             (
                 "trainable.lora_dropout",
                 trainable.lora_dropout != defaults.lora_dropout,
@@ -559,7 +565,10 @@ impl OptimSection {
             "optim.decay_steps must be > 0 (leave it out for the run's steps)".into()
         });
         require(problems, non_negative(self.grad_clip), || {
-            format!("optim.grad_clip must be >= 0 (0 = off), got {}", self.grad_clip)
+            format!(
+                "optim.grad_clip must be >= 0 (0 = off), got {}",
+                self.grad_clip
+            )
         });
         require(problems, self.grad_accum > 0, || {
             "optim.grad_accum must be > 0".into()
@@ -587,7 +596,10 @@ impl TrainableSection {
             "trainable.lora_rank must be > 0".into()
         });
         require(problems, self.lora_alpha.is_finite(), || {
-            format!("trainable.lora_alpha must be a number, got {}", self.lora_alpha)
+            format!(
+                "trainable.lora_alpha must be a number, got {}",
+                self.lora_alpha
+            )
         });
         require(problems, (0.0..1.0).contains(&self.lora_dropout), || {
             format!(

@@ -23,11 +23,12 @@ fn read_series(metrics: &Path) -> Result<Vec<Series>, TrainError> {
     let mut train = Vec::new();
     let mut val = Vec::new();
     for (line_no, line) in text.lines().enumerate() {
-        let value: serde_json::Value = serde_json::from_str(line).map_err(|source| TrainError::MetricsLine {
-            path: metrics.to_path_buf(),
-            line: line_no + 1,
-            source,
-        })?;
+        let value: serde_json::Value =
+            serde_json::from_str(line).map_err(|source| TrainError::MetricsLine {
+                path: metrics.to_path_buf(),
+                line: line_no + 1,
+                source,
+            })?;
         let point = |v: &serde_json::Value| -> Option<(f64, f64)> {
             Some((v["step"].as_f64()?, v["loss"].as_f64()?))
         };
@@ -188,10 +189,11 @@ pub fn write_curves(metrics: &Path, out_dir: &Path) -> Result<(), TrainError> {
         draw_text(&mut png, s.name, lx + 32.0, ly, axis);
     }
     let png_path = out_dir.join("loss_curve.png");
-    png.save(&png_path).map_err(|source| TrainError::ImageWrite {
-        path: png_path.clone(),
-        source,
-    })
+    png.save(&png_path)
+        .map_err(|source| TrainError::ImageWrite {
+            path: png_path.clone(),
+            source,
+        })
 }
 
 /// About five round tick values (1, 2 or 5 times a power of ten apart) within `[lo, hi]`.

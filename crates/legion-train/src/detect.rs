@@ -124,7 +124,10 @@ fn load_labelled(
 /// # Shapes
 /// `B = items.len()` -> pixels `[B, 3, S, S]`, labels `[B]`.
 fn stack(items: &[LabelledPixels], device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
-    let pixels = Tensor::stack(items.iter().map(|i| i.pixels.to_tensor(device)).collect(), 0);
+    let pixels = Tensor::stack(
+        items.iter().map(|i| i.pixels.to_tensor(device)).collect(),
+        0,
+    );
     let labels: Vec<i64> = items.iter().map(|i| i.label).collect();
     let n = labels.len();
     (

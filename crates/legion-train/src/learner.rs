@@ -345,7 +345,8 @@ impl<T: TrainTask> Learner<'_, T> {
         while progress.state.step < self.config.run.steps {
             model = self.step(model, &mut progress)?;
             let step = progress.state.step;
-            if self.config.run.validate_every > 0 && step.is_multiple_of(self.config.run.validate_every)
+            if self.config.run.validate_every > 0
+                && step.is_multiple_of(self.config.run.validate_every)
             {
                 self.validate(&model, step, &mut progress.metrics)?;
             }
@@ -613,8 +614,10 @@ impl<T: TrainTask> Learner<'_, T> {
             let loss = self.task.shard_loss(&inference, chunk, context, &device)?;
             val.add(&loss.terms);
         }
-        metrics.write(&serde_json::json!({"validation": {"step": step, "loss": val.total,
-            "ce": val.ce, "bce": val.bce, "dice": val.dice}}))?;
+        metrics.write(
+            &serde_json::json!({"validation": {"step": step, "loss": val.total,
+            "ce": val.ce, "bce": val.bce, "dice": val.dice}}),
+        )?;
         self.observer.on_message(&format!(
             "step {step}: validation loss {:.4} (ce {:.4}, bce {:.4}, dice {:.4})",
             val.total, val.ce, val.bce, val.dice

@@ -11,8 +11,8 @@ use burn::tensor::Tensor;
 use legion_model::legion::Legion;
 use legion_model::llama::lora::{LlamaLoraConfig, apply_lora};
 
-use crate::error::TrainError;
 use crate::config::TrainableSection;
+use crate::error::TrainError;
 
 /// Parameters that are registered buffers in the reference (never trained): SAM's random
 /// Fourier-feature matrix. Even `full = true` keeps them frozen.

@@ -229,7 +229,9 @@ impl LegionConfig {
     /// [`LegionError::Config`] naming the first mismatch.
     pub fn validate(&self) -> Result<(), LegionError> {
         self.clip.validate().map_err(|e| e.within("clip"))?;
-        self.projector.validate().map_err(|e| e.within("projector"))?;
+        self.projector
+            .validate()
+            .map_err(|e| e.within("projector"))?;
         self.llm.validate().map_err(|e| e.within("llm"))?;
         self.sam.validate().map_err(|e| e.within("sam"))?;
         self.text_hidden_fcs

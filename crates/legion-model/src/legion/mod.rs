@@ -61,8 +61,8 @@ use crate::clip_vision::{
 use crate::detection_head::DetectionHead;
 use crate::generation::GenerationError;
 use crate::llama::Llama;
-use crate::projector::MlpProjector;
 use crate::precision::cast_to;
+use crate::projector::MlpProjector;
 use crate::sam::{Sam, SamError, SamPrompts, postprocess_masks};
 use crate::tokenizer::{IGNORE_INDEX, IMAGE_TOKEN_INDEX, PaddedBatch, TokenizerError};
 use crate::weights::{

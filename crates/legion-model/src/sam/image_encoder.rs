@@ -17,9 +17,9 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use super::common::{LayerNorm2d, LayerNorm2dConfig, MlpActivation, MlpBlock, MlpBlockConfig};
 use super::postprocess::linear_resize_matrix;
 use crate::precision::{cast_to, param_dtype};
-use super::common::{LayerNorm2d, LayerNorm2dConfig, MlpActivation, MlpBlock, MlpBlockConfig};
 
 /// Configuration of [`ImageEncoderViT`] (the arguments of `ImageEncoderViT.__init__` as
 /// `build_sam.py` sets them).
