@@ -274,18 +274,7 @@ impl Legion {
                 options,
             )?;
             self.vision_tower = tower;
-            report
-                .allowed_missing
-                .retain(|path| !path.starts_with("vision_tower."));
-            report.files += clip_report.files;
-            report.applied += clip_report.applied;
-            report.converted += clip_report.converted;
-            for (dtype, count) in clip_report.file_dtypes {
-                *report.file_dtypes.entry(dtype).or_default() += count;
-            }
-            report
-                .ignored_unexpected
-                .extend(clip_report.ignored_unexpected);
+            report.absorb(clip_report, "vision_tower.");
         }
         Ok((self, report))
     }

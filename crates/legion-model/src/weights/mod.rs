@@ -240,6 +240,23 @@ pub struct LoadReport {
     pub ignored_unexpected: Vec<String>,
 }
 
+impl LoadReport {
+    /// Adds what a second load into other parameters of the same model did (e.g. CLIP from its
+    /// own file): its tensors count as loaded, so `prefix` (their burn paths) leaves
+    /// `allowed_missing`.
+    pub fn absorb(&mut self, other: LoadReport, prefix: &str) {
+        self.allowed_missing
+            .retain(|path| !path.starts_with(prefix));
+        self.files += other.files;
+        self.applied += other.applied;
+        self.converted += other.converted;
+        for (dtype, count) in other.file_dtypes {
+            *self.file_dtypes.entry(dtype).or_default() += count;
+        }
+        self.ignored_unexpected.extend(other.ignored_unexpected);
+    }
+}
+
 /// Loads a checkpoint in the reference (PyTorch) naming into `module`, strictly, with default
 /// [`LoadOptions`]. Despite the name, any layout [`CheckpointSource::resolve`] accepts works
 /// (kept for the existing call sites; prefer [`load_weights`]).
