@@ -45,16 +45,19 @@ def largest_gap_while(work):
 
 
 def test_long_calls_release_the_gil():
+    # ROUGE-L's LCS is quadratic in the words while the GIL-held parts (argument and result
+    # conversion) are linear, so a longer text makes the released part dominate on any machine.
+    # The length doubles until one call takes >= 0.3 s, whatever the machine's speed or cores: if
+    # the call held the GIL, the ticking thread would stall for all of it.
     rng = np.random.default_rng(0)
-    gt = (rng.random((1024, 1024)) < 0.1).astype(np.uint8)
-    pred = np.ascontiguousarray(gt[::-1])
-    # One call long enough to see (>= ~0.4 s on this machine): if it held the GIL, the ticking
-    # thread would stall for all of it.
-    start = time.perf_counter()
-    legion_rs.image_scores_batch([gt] * 16, [pred] * 16)
-    per_image = (time.perf_counter() - start) / 16
-    count = max(16, int(0.4 / max(per_image, 1e-6)))
-
-    elapsed, gap = largest_gap_while(lambda: legion_rs.image_scores_batch([gt] * count, [pred] * count))
-    assert elapsed > 0.2, f"the call took only {elapsed:.3f} s"
+    vocabulary = [f"word{i}" for i in range(50)]
+    words = 500
+    while True:
+        target = " ".join(rng.choice(vocabulary, words))
+        prediction = " ".join(rng.choice(vocabulary, words))
+        elapsed, gap = largest_gap_while(lambda: legion_rs.rouge_l(target, prediction))
+        if elapsed >= 0.3 or words >= 256_000:
+            break
+        words *= 2
+    assert elapsed >= 0.3, f"{words} words took only {elapsed:.3f} s"
     assert gap < elapsed / 2, f"largest tick gap {gap:.3f} s of {elapsed:.3f} s: the GIL was held"
