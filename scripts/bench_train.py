@@ -74,6 +74,17 @@ PRESETS = {
                     iou_head_hidden_dim=32),
     },
 }
+# About 1 B parameters (`LegionConfig::mid()`): CLIP ViT-B/16-224, an LLM of hidden 2048 x 16
+# layers, SAM ViT-B; for GPUs (scripts/gpu_acceptance.sh).
+PRESETS["mid"] = {
+    "clip": dict(image_size=224, patch_size=16, hidden_size=768, num_hidden_layers=12,
+                 num_attention_heads=12, intermediate_size=3072),
+    "llm": dict(vocab_size=640, hidden_size=2048, intermediate_size=5632, num_hidden_layers=16,
+                num_attention_heads=16, num_key_value_heads=16, max_position_embeddings=2048),
+    "sam": dict(img_size=1024, patch_size=16, embed_dim=768, depth=12, num_heads=12, window_size=14,
+                global_attn_indexes=(2, 5, 8, 11), prompt_dim=256, mask_in_chans=16,
+                decoder_depth=2, decoder_heads=8, decoder_mlp_dim=2048, iou_head_hidden_dim=256),
+}
 MODEL_MAX_LENGTH = 512  # configs/tiny.toml data.model_max_length
 BATCH = 8
 SEED = 42
@@ -83,12 +94,16 @@ SAM_MEAN, SAM_STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--presets", default="tiny,small", help="comma list of tiny, small")
+    ap.add_argument("--presets", default="tiny,small", help="comma list of tiny, small, mid")
     ap.add_argument("--steps", type=int, nargs="+", default=[30, 10],
                     help="measured steps per preset (one value for all, or one per preset)")
     ap.add_argument("--warmup", type=int, default=3, help="steps run before timing, both sides")
     ap.add_argument("--threads", type=int, default=2, help="torch threads and RAYON_NUM_THREADS")
     ap.add_argument("--release", action="store_true", help="run target/release/legion")
+    ap.add_argument("--binary", type=Path, help="the legion binary to run (default: target/debug "
+                    "or target/release by --release)")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda:N: PyTorch on that device and "
+                    "`legion train --devices` the same (both in f32)")
     ap.add_argument("--omp-wait-policy", default="PASSIVE",
                     help="OMP_WAIT_POLICY for PyTorch (as scripts/bench_model.py); 'default' "
                          "leaves it unset")
@@ -235,11 +250,19 @@ def collate(samples, max_text: int, pad: int):
         masks=[s["masks"] for s in samples], seq=seq)
 
 
-def torch_bench(preset: str, batches, warmup: int, seg: int, legion, losses):
+def to_device(batch: dict, device: str) -> dict:
+    import torch
+
+    return {k: (v.to(device) if isinstance(v, torch.Tensor) else
+                [m.to(device) for m in v] if k == "masks" else v) for k, v in batch.items()}
+
+
+def torch_bench(preset: str, batches, warmup: int, seg: int, legion, losses, device: str = "cpu"):
     import torch
 
     torch.manual_seed(SEED)
-    modules = legion.build_model(PRESETS[preset])
+    modules = [m.to(device) for m in legion.build_model(PRESETS[preset])]
+    batches = [to_device(b, device) for b in batches]
     params = [p for m in modules for p in m.parameters()]
     for p in params:
         p.requires_grad_(True)
@@ -274,7 +297,7 @@ def torch_bench(preset: str, batches, warmup: int, seg: int, legion, losses):
         for group in optim.param_groups:
             group["lr"] = lr
         start, start_cpu = time.perf_counter(), time.process_time()
-        loss = step(b)
+        loss = step(b)  # `.item()` waits for the device
         if i >= warmup:
             seconds.append(time.perf_counter() - start)
             cpu += time.process_time() - start_cpu
@@ -283,15 +306,17 @@ def torch_bench(preset: str, batches, warmup: int, seg: int, legion, losses):
                 parameters=sum(p.numel() for p in params))
 
 
-def rust_bench(preset: str, steps: int, warmup: int, threads: int, release: bool):
-    binary = ROOT / "target" / ("release" if release else "debug") / "legion"
+def rust_bench(preset: str, steps: int, warmup: int, threads: int, release: bool,
+               binary: Path | None = None, device: str = "cpu"):
+    binary = binary or ROOT / "target" / ("release" if release else "debug") / "legion"
     if not binary.exists():
         raise SystemExit(f"{binary} missing: cargo build {'--release ' if release else ''}-p legion-cli")
     with tempfile.TemporaryDirectory(prefix=f"bench_train_{preset}_") as out:
         cmd = [str(binary), "train", "--config", "configs/tiny.toml",
                "--set", f"model.preset={preset}", "--set", f"run.steps={steps}",
                "--set", "run.evaluate=false", "--set", "run.validate_every=0",
-               "--set", "run.checkpoint_every=0", "--set", f"run.out_dir={out}"]
+               "--set", "run.checkpoint_every=0", "--devices", device,
+               "--set", f"run.out_dir={out}"]
         env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
@@ -337,10 +362,12 @@ def main() -> None:
             order = stream_items(len(samples), SEED, total * BATCH)
             batches = [collate([samples[i] for i in order[s * BATCH:(s + 1) * BATCH]], max_text, pad)
                        for s in range(total)]
-            result["torch"] = torch_bench(preset, batches, args.warmup, seg, legion, losses)
+            result["torch"] = torch_bench(preset, batches, args.warmup, seg, legion, losses,
+                                          args.device)
             result["torch"]["mean_seq"] = sum(b["seq"] for b in batches) / len(batches)
         if not args.no_rust:
-            result["rust"] = rust_bench(preset, total, args.warmup, args.threads, args.release)
+            result["rust"] = rust_bench(preset, total, args.warmup, args.threads, args.release,
+                                        args.binary, args.device)
         if "torch" in result and "rust" in result:
             result["ratio"] = result["rust"]["steps_per_second"] / result["torch"]["steps_per_second"]
         results[preset] = result

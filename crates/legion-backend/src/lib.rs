@@ -1,7 +1,7 @@
 //! Run-time device selection for legion-rs.
 //!
 //! burn 0.22 picks the backend from a [`Device`] value, not a type parameter, so every legion
-//! crate shares this one parser: `--device cpu|wgpu|wgpu:N|cuda:N`. The CPU backend (`flex`) is
+//! crate shares this one parser: `--device cpu|wgpu|wgpu:N|wgpu:cpu|cuda:N`. The CPU backend (`flex`) is
 //! always compiled; `wgpu` and `cuda` are cargo features of this crate (re-exported by the CLI).
 //! Asking for a backend that was not compiled in is an error that says how to rebuild.
 //!
@@ -18,8 +18,8 @@ pub use burn::tensor::Device;
 /// Errors from parsing or opening a device.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BackendError {
-    /// The string is not of the form `cpu`, `wgpu`, `wgpu:N` or `cuda:N`.
-    #[error("invalid device `{0}`: expected `cpu`, `wgpu`, `wgpu:N` or `cuda:N`")]
+    /// The string is not of the form `cpu`, `wgpu`, `wgpu:N`, `wgpu:cpu` or `cuda:N`.
+    #[error("invalid device `{0}`: expected `cpu`, `wgpu`, `wgpu:N`, `wgpu:cpu` or `cuda:N`")]
     Invalid(String),
     /// The backend exists but this binary was built without its cargo feature.
     #[error(
@@ -37,6 +37,9 @@ pub enum DeviceSpec {
     Cpu,
     /// A wgpu adapter: `None` lets wgpu choose, `Some(n)` is the n-th discrete GPU.
     Wgpu(Option<usize>),
+    /// wgpu's software (CPU) adapter, e.g. Mesa's lavapipe: named explicitly because wgpu picks
+    /// a software adapter only when no GPU adapter exists (`wgpu:cpu`).
+    WgpuCpu,
     /// The n-th CUDA GPU.
     Cuda(usize),
 }
@@ -47,6 +50,9 @@ impl FromStr for DeviceSpec {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let invalid = || BackendError::Invalid(s.to_string());
         let lower = s.trim().to_ascii_lowercase();
+        if lower == "wgpu:cpu" {
+            return Ok(Self::WgpuCpu);
+        }
         let (kind, index) = match lower.split_once(':') {
             Some((kind, index)) => (kind, Some(index.parse::<usize>().map_err(|_| invalid())?)),
             None => (lower.as_str(), None),
@@ -67,6 +73,7 @@ impl fmt::Display for DeviceSpec {
             Self::Cpu => write!(f, "cpu"),
             Self::Wgpu(None) => write!(f, "wgpu"),
             Self::Wgpu(Some(n)) => write!(f, "wgpu:{n}"),
+            Self::WgpuCpu => write!(f, "wgpu:cpu"),
             Self::Cuda(n) => write!(f, "cuda:{n}"),
         }
     }
@@ -77,7 +84,7 @@ impl DeviceSpec {
     pub fn feature(&self) -> Option<&'static str> {
         match self {
             Self::Cpu => None,
-            Self::Wgpu(_) => Some("wgpu"),
+            Self::Wgpu(_) | Self::WgpuCpu => Some("wgpu"),
             Self::Cuda(_) => Some("cuda"),
         }
     }
@@ -86,7 +93,7 @@ impl DeviceSpec {
     pub fn is_compiled(&self) -> bool {
         match self {
             Self::Cpu => true,
-            Self::Wgpu(_) => cfg!(feature = "wgpu"),
+            Self::Wgpu(_) | Self::WgpuCpu => cfg!(feature = "wgpu"),
             Self::Cuda(_) => cfg!(feature = "cuda"),
         }
     }
@@ -112,6 +119,8 @@ impl DeviceSpec {
                     Some(n) => DeviceKind::DiscreteGpu(n),
                 })
             }
+            #[cfg(feature = "wgpu")]
+            Self::WgpuCpu => Device::wgpu(burn::tensor::DeviceKind::Cpu),
             #[cfg(feature = "cuda")]
             Self::Cuda(index) => Device::cuda(index),
             #[allow(unreachable_patterns)]
@@ -126,6 +135,31 @@ impl DeviceSpec {
     pub fn autodiff_device(&self) -> Result<Device, BackendError> {
         Ok(self.device()?.autodiff())
     }
+}
+
+/// The environment variable that names the device of the backend-generic tests.
+pub const TEST_DEVICE_VAR: &str = "LEGION_TEST_DEVICE";
+
+/// The device the backend-generic tests (component parity, losses) run on: the spelling in
+/// `LEGION_TEST_DEVICE` (default `cpu`), so that one test suite checks every backend against the
+/// same PyTorch fixtures (CI runs it again with `LEGION_TEST_DEVICE=wgpu:cpu` on lavapipe).
+///
+/// # Panics
+/// When the variable holds an invalid spelling or a backend this build lacks: a test run that
+/// asked for a backend must not silently fall back to the CPU.
+pub fn test_device() -> Device {
+    let spec = std::env::var(TEST_DEVICE_VAR).unwrap_or_else(|_| "cpu".into());
+    spec.parse::<DeviceSpec>()
+        .and_then(|spec| spec.device())
+        .unwrap_or_else(|e| panic!("{TEST_DEVICE_VAR}={spec}: {e}"))
+}
+
+/// Whether [`test_device`] is the f32 CPU reference backend (`flex`): tests that compare a
+/// backend with the CPU, or whose tolerances were measured on it, ask this.
+pub fn testing_on_cpu() -> bool {
+    std::env::var(TEST_DEVICE_VAR)
+        .map(|spec| matches!(spec.parse::<DeviceSpec>(), Ok(DeviceSpec::Cpu)))
+        .unwrap_or(true)
 }
 
 /// The backends compiled into this binary, for `--help` texts and error messages.
@@ -189,6 +223,7 @@ mod tests {
             "wgpu:1".parse::<DeviceSpec>(),
             Ok(DeviceSpec::Wgpu(Some(1)))
         );
+        assert_eq!("wgpu:CPU".parse::<DeviceSpec>(), Ok(DeviceSpec::WgpuCpu));
         assert_eq!("cuda:3".parse::<DeviceSpec>(), Ok(DeviceSpec::Cuda(3)));
         assert_eq!("cuda".parse::<DeviceSpec>(), Ok(DeviceSpec::Cuda(0)));
         for bad in ["", "tpu", "cuda:x", "cpu:0", "cuda:-1"] {
@@ -205,6 +240,7 @@ mod tests {
             DeviceSpec::Cpu,
             DeviceSpec::Wgpu(None),
             DeviceSpec::Wgpu(Some(2)),
+            DeviceSpec::WgpuCpu,
             DeviceSpec::Cuda(1),
         ] {
             assert_eq!(spec.to_string().parse::<DeviceSpec>(), Ok(spec));

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Device, FloatDType, Tensor, TensorData};
+use legion_backend::test_device;
 use legion_model::clip_vision::{
     ClipCheckpointLayout, ClipVisionConfig, ClipVisionError, HF_CLIP_REMAP, load_clip_vision,
 };
@@ -57,7 +58,7 @@ fn glamm_tiny_config() -> ClipVisionConfig {
 
 #[test]
 fn hf_clip_vision_matches_transformers() {
-    let device = Device::flex();
+    let device = test_device();
     let model = load_clip_vision(
         hf_tiny_config().init(&device),
         &fixture("clip_vision_hf.safetensors"),
@@ -129,7 +130,7 @@ fn hf_clip_vision_matches_transformers() {
 
 #[test]
 fn glamm_layout_tower_projector_and_head_match_pytorch() {
-    let device = Device::flex();
+    let device = test_device();
     let path = fixture("legion_cls_glamm.safetensors");
     let clip = load_clip_vision(
         glamm_tiny_config().init(&device),
@@ -193,7 +194,7 @@ impl ModuleMapper for CastParams {
 #[test]
 fn bf16_weights_run_on_f32_pixels_like_llava() {
     // LLaVA's CLIPVisionTower casts images to the tower's dtype and features back.
-    let device = Device::flex();
+    let device = test_device();
     let model = load_clip_vision(
         hf_tiny_config().init(&device),
         &fixture("clip_vision_hf.safetensors"),
@@ -226,7 +227,7 @@ fn bf16_weights_run_on_f32_pixels_like_llava() {
 
 #[test]
 fn missing_and_extra_tensors_fail_listing_both() {
-    let device = Device::flex();
+    let device = test_device();
     // The fixture's 1-layer tower: image 4, patch 2, hidden 8, 2 heads, intermediate 16.
     let model = ClipVisionConfig::new(4, 2, 8, 1, 2, 16).init(&device);
     let path = fixture("clip_vision_corrupt.safetensors");
@@ -253,7 +254,7 @@ fn missing_and_extra_tensors_fail_listing_both() {
 
 #[test]
 fn wrong_layout_or_config_is_an_error() {
-    let device = Device::flex();
+    let device = test_device();
     // A GLaMM file read as HF: every tower tensor missing.
     let err = load_clip_vision(
         glamm_tiny_config().init(&device),
@@ -282,7 +283,7 @@ fn wrong_layout_or_config_is_an_error() {
 
 #[test]
 fn shapes_at_random_configs() {
-    let device = Device::flex();
+    let device = test_device();
     device.seed(11);
     // (image, patch, hidden, layers, heads, intermediate, batch)
     for (image, patch, hidden, layers, heads, inter, batch) in [

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Param;
 use burn::tensor::{DType, Device, FloatDType, Int, Tensor, TensorData};
+use legion_backend::test_device;
 use legion_model::generation::{FinishReason, GenerationConfig, Sampling};
 use legion_model::legion::{
     ClipWeights, Legion, LegionClsConfig, LegionConfig, LegionError, LegionImages,
@@ -113,7 +114,7 @@ fn fixture_model(device: &Device) -> Legion {
 
 #[test]
 fn forward_train_matches_the_pytorch_reference() {
-    let device = Device::flex();
+    let device = test_device();
     let model = fixture_model(&device);
     let fx = load_fixture(&device);
     let out = model.forward_train(&fx.images, &fx.tokens, fx.seg).unwrap();
@@ -236,7 +237,7 @@ fn half_precision_weights_run_close_to_the_f32_reference() {
 
 #[test]
 fn clip_from_a_separate_hf_file_gives_the_same_model() {
-    let device = Device::flex();
+    let device = test_device();
     let fx = load_fixture(&device);
     let combined = fixture_model(&device);
     let separate = LegionConfig::fixture()
@@ -256,7 +257,7 @@ fn clip_from_a_separate_hf_file_gives_the_same_model() {
 
 #[test]
 fn strict_loading_rejects_a_mismatched_config() {
-    let device = Device::flex();
+    let device = test_device();
     let err = LegionConfig::tiny()
         .init(&device)
         .unwrap()
@@ -298,7 +299,7 @@ fn single_row(fx: &Fixture, row: usize, device: &Device) -> (LegionImages, Padde
 
 #[test]
 fn batched_forward_with_padding_equals_per_sample() {
-    let device = Device::flex();
+    let device = test_device();
     let model = fixture_model(&device);
     let fx = load_fixture(&device);
     let batched = model.forward_train(&fx.images, &fx.tokens, fx.seg).unwrap();
@@ -337,7 +338,7 @@ fn batched_forward_with_padding_equals_per_sample() {
 
 #[test]
 fn legion_for_cls_matches_the_clip_fixture() {
-    let device = Device::flex();
+    let device = test_device();
     let config = LegionClsConfig::new(
         legion_model::clip_vision::ClipVisionConfig::new(28, 14, 16, 2, 2, 32),
         legion_model::detection_head::DetectionHeadConfig::new(16, 32),
@@ -471,7 +472,7 @@ fn test_images(device: &Device) -> LegionImages {
 
 #[test]
 fn analyze_runs_end_to_end_with_a_scripted_llm() {
-    let device = Device::flex();
+    let device = test_device();
     device.seed(11);
     let (model, tokenizer, script, prompt, generation) = scripted_legion(&device);
     let special = *tokenizer.special();
@@ -598,7 +599,7 @@ fn legion_7b_parameter_count_without_allocating() {
 
 #[test]
 fn bad_inputs_are_errors() {
-    let device = Device::flex();
+    let device = test_device();
     let model = fixture_model(&device);
     let fx = load_fixture(&device);
     let mut short = fx.images.clone();
@@ -666,7 +667,7 @@ mod debug_forward {
             &dir,
             &[fixtures().join("clip/clip_hf_pixels.npy")],
             &out,
-            &Device::flex(),
+            &test_device(),
         )
         .unwrap();
         assert_eq!(shape, vec![2, 9, 32]);
@@ -696,7 +697,7 @@ mod debug_forward {
                 fixtures().join("llama/attention_mask.npy"),
             ],
             &out,
-            &Device::flex(),
+            &test_device(),
         )
         .unwrap();
         let want = read_npy_f32(&fixtures().join("llama/logits.npy")).unwrap();
@@ -730,7 +731,7 @@ mod debug_forward {
             &dir,
             &[sam("encoder_in.npy")],
             &out,
-            &Device::flex(),
+            &test_device(),
         )
         .unwrap();
         let want = read_npy_f32(&sam("encoder_out.npy")).unwrap();
@@ -742,7 +743,7 @@ mod debug_forward {
             &dir,
             &[sam("encoder_out.npy"), sam("legion_seg.npy")],
             &masks,
-            &Device::flex(),
+            &test_device(),
         )
         .unwrap();
         let want = read_npy_f32(&sam("legion_low_res.npy")).unwrap();
@@ -765,7 +766,7 @@ mod debug_forward {
                 legion_fixture("attention_mask.npy"),
             ],
             &out,
-            &Device::flex(),
+            &test_device(),
         )
         .unwrap();
         let want = read_npy_f32(&legion_fixture("logits.npy")).unwrap();
@@ -786,7 +787,7 @@ mod debug_forward {
                 legion_fixture("attention_mask.npy"),
             ],
             &out,
-            &Device::flex(),
+            &test_device(),
         )
         .unwrap();
         assert!(compare("legion (separate CLIP)", &out, &want.shape, &want.data) <= TOLERANCE);
@@ -808,7 +809,7 @@ mod debug_forward {
             &dir,
             &[],
             &dir.join("out.npy"),
-            &Device::flex(),
+            &test_device(),
         )
         .unwrap_err();
         assert!(matches!(err, DebugError::Inputs { got: 0, .. }), "{err}");
@@ -820,7 +821,7 @@ mod debug_forward {
             &dir,
             &[ids],
             &dir.join("out.npy"),
-            &Device::flex(),
+            &test_device(),
         )
         .unwrap_err();
         assert!(matches!(err, DebugError::Npy { .. }), "{err}");
@@ -840,7 +841,7 @@ fn analyze_runs_on_a_shipped_image() {
     use legion_data::preprocess::{
         ClipPreprocessConfig, SamPreprocessConfig, clip_preprocess, sam_preprocess,
     };
-    let device = Device::flex();
+    let device = test_device();
     device.seed(11);
     let (model, tokenizer, script, _prompt, generation) = scripted_legion(&device);
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))

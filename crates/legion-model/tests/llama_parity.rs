@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use legion_backend::test_device;
 use legion_model::generation::{GenerationConfig, Sampling, generate};
 use legion_model::llama::lora::{LlamaLoraConfig, apply_lora, merge_lora};
 use legion_model::llama::{Llama, LlamaConfig};
@@ -79,7 +80,7 @@ fn int2(data: Vec<i64>, shape: [usize; 2], device: &Device) -> Tensor<2, Int> {
 
 #[test]
 fn logits_and_hidden_states_match_transformers() {
-    let device = Device::flex();
+    let device = test_device();
     let model = load_model(&device);
     let inp = inputs();
     let ids = int2(inp.ids.clone(), [inp.batch, inp.seq], &device);
@@ -114,7 +115,7 @@ fn logits_and_hidden_states_match_transformers() {
 /// Full forward of one unpadded row vs. prefill + token-by-token decoding with the KV cache.
 #[test]
 fn incremental_decoding_with_cache_matches_full_recomputation() {
-    let device = Device::flex();
+    let device = test_device();
     let model = load_model(&device);
     let inp = inputs();
     let row: Vec<i64> = inp.ids[..inp.seq].to_vec(); // row 0 has no padding
@@ -172,7 +173,7 @@ fn positions_from_mask(mask: &[i64], batch: usize, seq: usize) -> Vec<i64> {
 /// each row the same outputs as running it alone, including cached decoding after prefill.
 #[test]
 fn padded_batches_match_per_sample_inference() {
-    let device = Device::flex();
+    let device = test_device();
     let model = load_model(&device);
     let vocab = LlamaConfig::tiny().vocab_size;
     let prompts: Vec<Vec<i64>> = vec![
@@ -279,7 +280,7 @@ fn padded_batches_match_per_sample_inference() {
 
 #[test]
 fn greedy_generation_matches_transformers_generate() {
-    let device = Device::flex();
+    let device = test_device();
     let model = load_model(&device);
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixture_dir().join("meta.json")).unwrap())
@@ -309,7 +310,7 @@ fn greedy_generation_matches_transformers_generate() {
 
 #[test]
 fn stop_conditions_and_seeded_sampling() {
-    let device = Device::flex();
+    let device = test_device();
     let model = load_model(&device);
     let prompt = vec![vec![1u32, 17, 42, 5, 33]];
     let greedy = GenerationConfig {
@@ -425,7 +426,7 @@ impl burn::module::ModuleMapper for RandomizeLoraB {
 #[test]
 fn lora_zero_b_is_identity_and_merge_matches_unmerged() {
     use burn::module::Module;
-    let device = Device::flex();
+    let device = test_device();
     device.seed(11);
     let model = load_model(&device);
     let inp = inputs();
@@ -483,7 +484,7 @@ fn lora_zero_b_is_identity_and_merge_matches_unmerged() {
 /// lm_head) train; base weights, other projections and norms are frozen.
 #[test]
 fn lora_trains_adapters_and_fully_trained_modules_only() {
-    let device = Device::flex().autodiff();
+    let device = test_device().autodiff();
     let model = apply_lora(
         LlamaConfig::tiny().init(&device),
         &LlamaLoraConfig::legion(),
@@ -546,7 +547,7 @@ fn hf_config_json_and_strict_loading() {
         (32, 32, 11008)
     );
 
-    let device = Device::flex();
+    let device = test_device();
     let weights = fixture_dir().join("model.safetensors");
     // One layer more than the file: its tensors are reported missing.
     let deeper = LlamaConfig {

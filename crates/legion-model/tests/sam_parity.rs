@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use legion_backend::test_device;
 use legion_model::sam::{
     SAM_REMAP, Sam, SamConfig, SamImageEncoderConfig, SamPrompts, postprocess_masks,
     resize_bilinear, resize_bilinear_matmul,
@@ -75,7 +76,7 @@ fn load_tiny(device: &Device) -> Sam {
 
 #[test]
 fn image_encoder_matches_reference() {
-    let device = Device::flex();
+    let device = test_device();
     let sam = load_tiny(&device);
     let out = sam.image_encoder.forward(npy("encoder_in", &device));
     check("image_encoder", out, npy("encoder_out", &device));
@@ -85,7 +86,7 @@ fn image_encoder_matches_reference() {
 fn image_encoder_interpolates_rel_pos_like_reference() {
     // No absolute position embedding, 40 px input: windows pad 5 -> 6 and the global block's
     // 15-row relative tables are linearly resized to 9 rows.
-    let device = Device::flex();
+    let device = test_device();
     let config = SamImageEncoderConfig::tiny().with_use_abs_pos(false);
     let mut remaps = SAM_REMAP.to_vec();
     remaps.push((r"^image_encoder\.", ""));
@@ -108,7 +109,7 @@ fn image_encoder_interpolates_rel_pos_like_reference() {
 
 #[test]
 fn prompt_encoder_matches_reference() {
-    let device = Device::flex();
+    let device = test_device();
     let pe = load_tiny(&device).prompt_encoder;
 
     check(
@@ -181,7 +182,7 @@ fn prompt_encoder_matches_reference() {
 
 #[test]
 fn two_way_transformer_matches_reference() {
-    let device = Device::flex();
+    let device = test_device();
     let sam = load_tiny(&device);
     let (queries, keys) = sam.mask_decoder.transformer.forward(
         npy("tr_image", &device),
@@ -198,7 +199,7 @@ fn two_way_transformer_matches_reference() {
 
 #[test]
 fn mask_decoder_matches_reference() {
-    let device = Device::flex();
+    let device = test_device();
     let sam = load_tiny(&device);
     let points = Some((
         npy("points_coords", &device),
@@ -232,7 +233,7 @@ fn mask_decoder_matches_reference() {
 
 #[test]
 fn postprocess_matches_reference() {
-    let device = Device::flex();
+    let device = test_device();
     let out = postprocess_masks(npy("post_in", &device), 64, [48, 64], [37, 50]).unwrap();
     check("postprocess_masks", out, npy("post_out", &device));
     assert!(postprocess_masks(npy("post_in", &device), 64, [65, 64], [37, 50]).is_err());
@@ -283,13 +284,13 @@ fn check_bilinear_values_and_gradients(device: &Device) {
 
 #[test]
 fn bilinear_resize_matches_pytorch_values_and_gradients() {
-    check_bilinear_values_and_gradients(&Device::flex().autodiff());
+    check_bilinear_values_and_gradients(&test_device().autodiff());
 }
 
 #[test]
 fn legion_text_prompt_path_matches_reference() {
     // image -> encoder -> [SEG] text prompts -> decoder (single mask) -> postprocess.
-    let device = Device::flex();
+    let device = test_device();
     let sam = load_tiny(&device);
     let embedding = sam.image_encoder.forward(npy("encoder_in", &device));
     let seg: Tensor<2> = npy("legion_seg", &device);
@@ -367,7 +368,7 @@ fn rewrite_safetensors(src: &Path, dst: &Path, prefix: &str, extra: &str) {
 
 #[test]
 fn glamm_checkpoint_naming_loads() {
-    let device = Device::flex();
+    let device = test_device();
     let dst = std::env::temp_dir().join(format!(
         "legion_sam_glamm_{}.safetensors",
         std::process::id()
@@ -395,7 +396,7 @@ fn glamm_checkpoint_naming_loads() {
 
 #[test]
 fn strict_loading_rejects_foreign_and_missing_tensors() {
-    let device = Device::flex();
+    let device = test_device();
     // An original-naming file with an extra tensor: unexpected.
     let dst = std::env::temp_dir().join(format!(
         "legion_sam_extra_{}.safetensors",

@@ -195,6 +195,36 @@ pub struct RunSection {
     /// Recompute activations in the backward pass instead of storing them (less memory).
     #[serde(default)]
     pub gradient_checkpointing: bool,
+    /// The dtype forward and backward compute in (`"f32"`, `"bf16"`, `"f16"`). With a half
+    /// dtype the weights stay in f32 (the master copy the optimiser updates, with its moments)
+    /// and each step computes on a half-precision cast of them, whose gradients flow back
+    /// through the cast in f32: mixed precision as DeepSpeed's bf16 mode.
+    #[serde(default)]
+    pub dtype: ComputeDtype,
+}
+
+/// The dtype a training step computes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComputeDtype {
+    /// Everything in f32.
+    #[default]
+    F32,
+    /// bfloat16 forward and backward on f32 master weights (the paper's training precision).
+    Bf16,
+    /// float16 forward and backward on f32 master weights.
+    F16,
+}
+
+impl ComputeDtype {
+    /// The half dtype the step casts the weights to; `None` for f32 (no cast).
+    pub fn half(self) -> Option<burn::tensor::FloatDType> {
+        match self {
+            Self::F32 => None,
+            Self::Bf16 => Some(burn::tensor::FloatDType::BF16),
+            Self::F16 => Some(burn::tensor::FloatDType::F16),
+        }
+    }
 }
 
 /// A whole training configuration.

@@ -28,6 +28,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use legion_backend::DeviceSpec;
+use legion_model::precision::cast_params;
 
 use crate::checkpoint::{TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint};
 use crate::config::{Task, TrainConfig};
@@ -546,9 +547,18 @@ impl<T: TrainTask> Learner<'_, T> {
         items: &[T::Item],
     ) -> Result<(StepLosses, GradientsParams), TrainError> {
         let context = self.task.step_context(items);
-        // Forward + backward of one shard on `device`, where `model` lives.
+        // Forward + backward of one shard on `device`, where `model` lives. With a half
+        // `run.dtype` the step computes on a cast of the f32 weights: the cast is part of the
+        // autodiff graph, so the gradients reach the f32 parameters (the master copy), in f32.
+        let half = self.config.run.dtype.half();
         let shard_gradients = |model: &T::Model, shard: &[T::Item], device: &Device| {
-            let loss = self.task.shard_loss(model, shard, context, device)?;
+            let loss = match half {
+                None => self.task.shard_loss(model, shard, context, device)?,
+                Some(dtype) => {
+                    let compute = cast_params(model.clone(), dtype);
+                    self.task.shard_loss(&compute, shard, context, device)?
+                }
+            };
             let grads = GradientsParams::from_grads(loss.total.backward(), model);
             Ok::<_, TrainError>((loss.terms, grads))
         };

@@ -29,7 +29,7 @@ pub mod schedule;
 pub mod segment;
 pub mod trainable;
 
-pub use config::{Task, TrainConfig};
+pub use config::{ComputeDtype, Task, TrainConfig};
 pub use error::TrainError;
 pub use learner::{StepRecord, TrainObserver, TrainSummary};
 

@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use legion_backend::test_device;
 use legion_train::loss::{LossWeights, Normalisers, legion_loss, supervised_tokens};
 
 fn fixture_dir() -> PathBuf {
@@ -40,7 +41,7 @@ fn tensor3(name: &str, device: &Device) -> Tensor<3> {
 
 #[test]
 fn loss_terms_and_mask_gradient_match_pytorch() {
-    let device = Device::flex().autodiff();
+    let device = test_device().autodiff();
     let logits = tensor3("logits.npy", &device);
     let (shape, labels) = npy_i64("labels.npy");
     let tokens = supervised_tokens(&labels, shape[1]);

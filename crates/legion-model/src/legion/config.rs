@@ -38,9 +38,10 @@ pub struct LegionConfig {
 impl LegionConfig {
     /// Every named preset, the one table `model.preset`, `legion convert --preset` and the
     /// detector presets read.
-    pub const PRESETS: [(&'static str, fn() -> Self); 4] = [
+    pub const PRESETS: [(&'static str, fn() -> Self); 5] = [
         ("tiny", Self::tiny),
         ("small", Self::small),
+        ("mid", Self::mid),
         ("fixture", Self::fixture),
         ("legion-7b", Self::legion_7b),
     ];
@@ -173,6 +174,44 @@ impl LegionConfig {
             TextHiddenFcsConfig {
                 hidden_size: 256,
                 out_dim: 32,
+            },
+        )
+    }
+
+    /// About 1 B parameters, for GPU throughput (`scripts/gpu_acceptance.sh`,
+    /// `scripts/bench_train.py --presets mid`): CLIP ViT-B/16 at 224 px (196 patch tokens of
+    /// 768, 12 layers), projector 768 -> 2048, an LLM of hidden 2048 with 16 layers, 16 heads,
+    /// intermediate 5632 and the 640-token vocabulary of [`Self::tiny`] (so it trains on the
+    /// shipped tiny data), SAM ViT-B, `text_hidden_fcs` 2048 -> 2048 -> 256.
+    pub fn mid() -> Self {
+        Self::new(
+            ClipVisionConfig {
+                image_size: 224,
+                patch_size: 16,
+                hidden_size: 768,
+                num_layers: 12,
+                num_heads: 12,
+                intermediate_size: 3072,
+                ..ClipVisionConfig::clip_vit_l_336()
+            },
+            MlpProjectorConfig {
+                input_size: 768,
+                hidden_size: 2048,
+            },
+            LlamaConfig {
+                vocab_size: 640,
+                hidden_size: 2048,
+                intermediate_size: 5632,
+                num_hidden_layers: 16,
+                num_attention_heads: 16,
+                num_key_value_heads: 16,
+                max_position_embeddings: 2048,
+                ..LlamaConfig::vicuna_7b()
+            },
+            SamConfig::vit_b(),
+            TextHiddenFcsConfig {
+                hidden_size: 2048,
+                out_dim: 256,
             },
         )
     }

@@ -537,7 +537,9 @@ impl Legion {
         // plain backend (no autodiff graph at all; `detach` after a tracked forward would leave
         // the encoder's graph nodes behind, which made long runs slow down step after step).
         // Only a run that trains the encoder itself (small configs, `--full`) tracks it.
-        let image_embedding = if sam.image_encoder.patch_embed.proj.weight.is_require_grad() {
+        // "Trains" is graph participation, not `is_require_grad`: under mixed precision the
+        // weights here are half-precision casts of the f32 parameters (non-leaf tensors).
+        let image_embedding = if sam.image_encoder.patch_embed.proj.weight.is_tracked() {
             sam.image_encoder.forward(sam_pixels)
         } else if sam_pixels.is_autodiff() {
             sam.image_encoder
