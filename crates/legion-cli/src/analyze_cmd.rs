@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Args;
 use legion_backend::DeviceSpec;
+use legion_data::perturb::Perturbation;
 use legion_infer::Analyzer;
 use legion_infer::analyze::{file_stem, write_analysis};
 use legion_infer::detect::Detector;
@@ -184,16 +185,42 @@ pub struct InferArgs {
     /// Start over instead of skipping images already done in --out.
     #[arg(long)]
     pub no_resume: bool,
+    /// Degrade every image after decoding, before the model sees it (robustness evaluation,
+    /// the LEGION paper's Table 10; recorded in <out>/infer.json and in `legion eval` reports):
+    /// `jpeg:Q` = JPEG round trip at quality Q (1-100; IJG tables, 4:2:0, like Pillow's
+    /// `save(quality=Q)`); `noise:SIGMA` = add Gaussian noise of std SIGMA grey levels on the
+    /// 0-255 scale, clip to 0-255, truncate (`noise:25.5` = 0.1 of the range; the reference
+    /// code's unscaled default equals `noise:6502.5`); `blur:K` = Gaussian blur with an odd K x K
+    /// kernel, sigma from K as `cv2.GaussianBlur(img, (K, K), 0)`, reflect-101 border,
+    /// truncated (the reference: blur:5).
+    #[arg(long, value_name = "KIND:VALUE")]
+    pub perturb: Option<String>,
+    /// Seed of `--perturb noise:...`; each image's noise depends on this seed and its file name
+    /// only (not on order, batch size or resume).
+    #[arg(long, default_value_t = legion_data::perturb::DEFAULT_PERTURB_SEED)]
+    pub perturb_seed: u64,
 }
 
 /// Runs `legion infer`.
 pub fn run_infer_cmd(args: InferArgs) -> anyhow::Result<ExitCode> {
+    // Parse before loading the model: a bad spec fails in milliseconds.
+    let perturbation = args
+        .perturb
+        .as_deref()
+        .map(str::parse::<Perturbation>)
+        .transpose()
+        .context("--perturb")?;
     let images = dataset_images(&args.data, &args.split)?;
     let analyzer = args.model.load()?;
     let options = InferOptions {
         batch_size: args.batch_size,
         resume: !args.no_resume,
+        perturbation,
+        perturb_seed: args.perturb_seed,
     };
+    if let Some(p) = &options.perturbation {
+        eprintln!("perturbation {p}: {}", p.describe());
+    }
     let summary = run_infer(&analyzer, &images, &args.out, &options, &Bar::default())?;
     println!(
         "{} images: {} analysed, {} already done, {} failed -> {}",

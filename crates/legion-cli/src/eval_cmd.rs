@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use legion_data::Labels;
+use legion_data::perturb::{PerturbationRecord, PredictionsMeta};
 use legion_eval::evaluate::{EvalRequest, evaluate_localization, evaluate_request};
 use legion_eval::ground_truth::GroundTruth;
 use legion_eval::overlay::write_worst_overlays;
@@ -120,10 +121,18 @@ pub struct TablesArgs {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Kind {
+    /// mIoU/F1 per content type and overall (the paper's SynthScars table).
     Localization,
+    /// mIoU/F1 per artifact category.
     Categories,
+    /// ROUGE-L/CSS.
     Explanation,
+    /// Real/fake accuracy per generator group.
     Detection,
+    /// Overall mIoU/F1, one row per report labelled by the perturbation of its predictions
+    /// (`legion infer --perturb`, recorded in the report), with the change from the method's
+    /// clean row (the paper's Table 10).
+    Robustness,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -209,7 +218,14 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
         threshold: args.threshold,
         missing,
     };
-    let report = evaluate_request(&gt, &request, &Bar::default())?;
+    let mut report = evaluate_request(&gt, &request, &Bar::default())?;
+    report.perturbation = recorded_perturbation(&args)?;
+    if let Some(p) = report.perturbation.as_ref().filter(|p| !p.is_clean()) {
+        eprintln!(
+            "predictions made under perturbation {}: {}",
+            p.spec, p.description
+        );
+    }
     let format: TableFormat = args.format.into();
     if matches!(format, TableFormat::Json) {
         println!("{}", report.to_json());
@@ -248,6 +264,25 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The perturbation recorded by `legion infer` in the prediction folder (`infer.json` beside
+/// `masks/` or `explanations.jsonl`), if any.
+fn recorded_perturbation(args: &EvalArgs) -> Result<Option<PerturbationRecord>> {
+    let folders = [args.masks.as_deref(), args.explanations.as_deref()]
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            p.parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+        });
+    for dir in folders {
+        if let Some(meta) = PredictionsMeta::read_from(dir)? {
+            return Ok(Some(meta.perturbation));
+        }
+    }
+    Ok(None)
+}
+
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
@@ -267,6 +302,7 @@ pub fn run_tables(args: TablesArgs) -> Result<ExitCode> {
             Kind::Categories => TableKind::Categories,
             Kind::Explanation => TableKind::Explanation,
             Kind::Detection => TableKind::Detection,
+            Kind::Robustness => TableKind::Robustness,
         },
         variant: match args.variant {
             Variant::PerImage => LocalizationVariant::PerImage,

@@ -236,6 +236,127 @@ fn eval_report(pred: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap()
 }
 
+/// `legion infer --perturb` (JPEG 50, noise 25.5, blur 5 and clean) on the tiny test split,
+/// each scored by `legion eval` (which carries the perturbation into its report), then `legion
+/// tables --kind robustness` lays the four reports out as rows with their mIoU/F1 and the change
+/// from the clean row.
+#[test]
+fn perturbed_infer_runs_make_the_robustness_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = bundle(dir.path());
+    let runs: [(&str, &[&str], &str); 4] = [
+        ("clean", &[], "none"),
+        ("jpeg", &["--perturb", "jpeg:50"], "jpeg:50"),
+        (
+            "noise",
+            &["--perturb", "noise:25.5", "--perturb-seed", "1"],
+            "noise:25.5",
+        ),
+        ("blur", &["--perturb", "blur:5"], "blur:5"),
+    ];
+    let mut reports = Vec::new();
+    let mut scores = Vec::new();
+    for (name, flags, spec) in runs {
+        let pred = dir.path().join(name);
+        run_ok(
+            legion()
+                .arg("infer")
+                .arg("--data")
+                .arg(tiny_data())
+                .arg("--checkpoint")
+                .arg(&model)
+                .arg("--out")
+                .arg(&pred)
+                .args(["--batch-size", "8", "--max-new-tokens", "32"])
+                .args(flags),
+        );
+        let report = dir.path().join(format!("{name}.json"));
+        run_ok(
+            legion()
+                .args(["eval", "--method", "tiny", "--gt"])
+                .arg(tiny_data())
+                .arg("--masks")
+                .arg(pred.join("masks"))
+                .arg("--out")
+                .arg(&report),
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+        assert_eq!(json["perturbation"]["spec"], spec, "{json}");
+        let overall = &json["localization"]["overall"];
+        scores.push((
+            overall["miou_per_image"].as_f64().unwrap() * 100.0,
+            overall["f1_per_image"].as_f64().unwrap() * 100.0,
+        ));
+        reports.push(report);
+    }
+    let noise_report = std::fs::read_to_string(dir.path().join("noise.json")).unwrap();
+    assert!(noise_report.contains("\"seed\": 1"), "{noise_report}");
+    let csv = run_ok(
+        legion()
+            .args(["tables", "--kind", "robustness", "--format", "csv"])
+            .args(&reports),
+    );
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0], "method,mIoU,F1,mIoU vs clean,F1 vs clean",
+        "{csv}"
+    );
+    let labels = [
+        "tiny (clean)",
+        "tiny (jpeg:50)",
+        "tiny (noise:25.5 seed=1)",
+        "tiny (blur:5)",
+    ];
+    for (k, label) in labels.iter().enumerate() {
+        let cells: Vec<&str> = lines[k + 1].split(',').collect();
+        assert_eq!(cells[0], *label, "{csv}");
+        let value = |i: usize| cells[i].parse::<f64>().unwrap();
+        let (miou, f1) = scores[k];
+        assert!(
+            (value(1) - miou).abs() < 1e-9 && (value(2) - f1).abs() < 1e-9,
+            "{csv}"
+        );
+        assert!((value(3) - (miou - scores[0].0)).abs() < 1e-9, "{csv}");
+        assert!((value(4) - (f1 - scores[0].1)).abs() < 1e-9, "{csv}");
+    }
+    let md = run_ok(
+        legion()
+            .args(["tables", "--kind", "robustness", "--format", "md"])
+            .args(&reports),
+    );
+    assert!(md.contains("| tiny (jpeg:50) |"), "{md}");
+    assert!(
+        md.contains("blur:5: Gaussian blur, kernel 5x5, sigma 1.10"),
+        "{md}"
+    );
+
+    // Bad specs are refused before the model loads, naming the flag and the value.
+    for (spec, reason) in [
+        ("jpeg:abc", "not an integer"),
+        ("blur:4", "odd"),
+        ("noise:-2", "> 0"),
+    ] {
+        let out = legion()
+            .arg("infer")
+            .arg("--data")
+            .arg(tiny_data())
+            .arg("--checkpoint")
+            .arg(dir.path().join("no-such-model"))
+            .arg("--out")
+            .arg(dir.path().join("bad"))
+            .args(["--perturb", spec])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{spec}: {stderr}");
+        assert!(
+            stderr.contains("--perturb") && stderr.contains(spec) && stderr.contains(reason),
+            "{spec}: {stderr}"
+        );
+    }
+}
+
 /// `legion convert --dtype bf16|f16` (of the f32 bundle's GLaMM export) gives bundles that
 /// `infer` runs in half precision and `eval` scores close to the f32 bundle on the 40 test
 /// images: mIoU within 0.01, per-image F1 within 2/40 (the scripted bundle's random SAM gives

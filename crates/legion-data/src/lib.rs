@@ -26,6 +26,7 @@ pub mod image_io;
 pub mod progress;
 
 pub mod mask;
+pub mod perturb;
 pub mod preprocess;
 pub mod raster;
 pub mod resample;

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use legion_data::perturb::PerturbationRecord;
 use serde::{Deserialize, Serialize};
 
 use crate::detection::DetectionReport;
@@ -24,6 +25,10 @@ pub struct Report {
     pub localization: Option<LocalizationReport>,
     pub explanation: Option<ExplanationReport>,
     pub detection: Option<DetectionReport>,
+    /// What the images went through before the model saw them (`legion infer --perturb`), from
+    /// the prediction folder's `infer.json`; `None` when the predictions did not record it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perturbation: Option<PerturbationRecord>,
 }
 
 impl Report {
@@ -37,6 +42,7 @@ impl Report {
             localization: None,
             explanation: None,
             detection: None,
+            perturbation: None,
         }
     }
 

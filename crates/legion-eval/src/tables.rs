@@ -24,6 +24,10 @@ pub enum TableKind {
     Explanation,
     /// Detection accuracy per generator group (paper: UniversalFakeDetect table).
     Detection,
+    /// Overall mIoU/F1 with one row per report, each labelled by the perturbation its
+    /// predictions were made under (paper: robustness table, Table 10), with the change from the
+    /// same method's clean row.
+    Robustness,
 }
 
 /// Which localization numbers fill the cells.
@@ -224,6 +228,20 @@ fn report_cells(report: &Report, options: &TableOptions) -> BTreeMap<String, f64
                 }
             }
         }
+        TableKind::Robustness => {
+            if let Some(loc) = &report.localization {
+                let (miou, f1) = match options.variant {
+                    LocalizationVariant::PerImage => {
+                        (loc.overall.miou_per_image, loc.overall.f1_per_image)
+                    }
+                    LocalizationVariant::Accumulated => {
+                        (loc.overall.miou_accumulated, loc.overall.f1_accumulated)
+                    }
+                };
+                out.insert(ROBUSTNESS_MIOU.into(), miou * 100.0);
+                out.insert(ROBUSTNESS_F1.into(), f1 * 100.0);
+            }
+        }
         TableKind::Detection => {
             if let Some(det) = &report.detection {
                 for (g, s) in &det.by_group {
@@ -284,6 +302,12 @@ fn column_rank(kind: TableKind, column: &str) -> (usize, String) {
         TableKind::Localization => &["Object", "Animal", "Human", "Scene", "LOKI", "RichHF-18K"],
         TableKind::Categories => &["Physics", "Structure", "Distortion"],
         TableKind::Explanation => &["ROUGE-L", "CSS", "LOKI ROUGE-L", "LOKI CSS"],
+        TableKind::Robustness => &[
+            ROBUSTNESS_MIOU,
+            ROBUSTNESS_F1,
+            ROBUSTNESS_MIOU_CHANGE,
+            ROBUSTNESS_F1_CHANGE,
+        ],
         TableKind::Detection => &[
             "GANs",
             "Deepfakes",
@@ -304,6 +328,88 @@ fn column_rank(kind: TableKind, column: &str) -> (usize, String) {
     (rank, column.to_string())
 }
 
+const ROBUSTNESS_MIOU: &str = "mIoU";
+const ROBUSTNESS_F1: &str = "F1";
+const ROBUSTNESS_MIOU_CHANGE: &str = "mIoU vs clean";
+const ROBUSTNESS_F1_CHANGE: &str = "F1 vs clean";
+
+/// The perturbation column text of a report: `clean`, the spec, or `not recorded`.
+fn perturbation_label(report: &Report) -> String {
+    match &report.perturbation {
+        Some(p) if p.is_clean() => "clean".into(),
+        Some(p) => match p.seed {
+            Some(seed) => format!("{} seed={seed}", p.spec),
+            None => p.spec.clone(),
+        },
+        None => "perturbation not recorded".into(),
+    }
+}
+
+/// Adds the change from the same method's clean row to every row of the robustness table, and
+/// the notes that say what each perturbation is.
+fn robustness_rows(
+    reports: &[Report],
+    rows: &mut [(String, BTreeMap<String, f64>, bool)],
+    notes: &mut Vec<String>,
+) {
+    let clean: BTreeMap<&str, usize> = reports
+        .iter()
+        .enumerate()
+        .rev()
+        .filter(|(_, r)| r.perturbation.as_ref().is_some_and(|p| p.is_clean()))
+        .map(|(i, r)| (r.method.as_str(), i))
+        .collect();
+    let clean_cells: Vec<Option<BTreeMap<String, f64>>> = reports
+        .iter()
+        .map(|r| clean.get(r.method.as_str()).map(|&i| rows[i].1.clone()))
+        .collect();
+    for (((label, cells, _), report), base) in rows.iter_mut().zip(reports).zip(clean_cells) {
+        *label = format!("{} ({})", report.method, perturbation_label(report));
+        if let Some(base) = base {
+            for (metric, change) in [
+                (ROBUSTNESS_MIOU, ROBUSTNESS_MIOU_CHANGE),
+                (ROBUSTNESS_F1, ROBUSTNESS_F1_CHANGE),
+            ] {
+                if let (Some(v), Some(b)) = (cells.get(metric), base.get(metric)) {
+                    let delta = v - b;
+                    cells.insert(change.into(), delta);
+                }
+            }
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for p in reports.iter().filter_map(|r| r.perturbation.as_ref()) {
+        if !p.is_clean() && seen.insert(p.spec.clone()) {
+            notes.push(format!("{}: {}.", p.spec, p.description));
+        }
+    }
+    notes.push(
+        "vs clean = the row minus the same method's clean row (x100 points); empty without a clean \
+         report of that method."
+            .into(),
+    );
+    if reports.iter().any(|r| r.perturbation.is_none()) {
+        notes.push(
+            "\"perturbation not recorded\": the predictions have no infer.json (not written by \
+             `legion infer`); such a row is never used as the clean baseline."
+                .into(),
+        );
+    }
+    let data: std::collections::BTreeSet<(String, &str)> = reports
+        .iter()
+        .map(|r| (r.dataset.display().to_string(), r.split.as_str()))
+        .collect();
+    if data.len() > 1 {
+        notes.push(format!(
+            "WARNING: the reports score different data: {}.",
+            data.iter()
+                .map(|(d, s)| format!("{d} ({s})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+}
+
 /// One row per report plus optional published rows.
 pub fn merge_tables_with(reports: &[Report], options: &TableOptions) -> Table {
     let mut rows: Vec<(String, BTreeMap<String, f64>, bool)> = reports
@@ -311,6 +417,9 @@ pub fn merge_tables_with(reports: &[Report], options: &TableOptions) -> Table {
         .map(|r| (r.method.clone(), report_cells(r, options), false))
         .collect();
     let mut notes = Vec::new();
+    if options.kind == TableKind::Robustness {
+        robustness_rows(reports, &mut rows, &mut notes);
+    }
     if options.with_published {
         let published = published_rows(options);
         if published.is_empty() {
@@ -333,9 +442,12 @@ pub fn merge_tables_with(reports: &[Report], options: &TableOptions) -> Table {
         TableKind::Categories => "Artifact localization per artifact category (mIoU / F1, x100)",
         TableKind::Explanation => "Artifact explanation (ROUGE-L / CSS, x100)",
         TableKind::Detection => "Detection accuracy (x100)",
+        TableKind::Robustness => {
+            "Robustness: artifact localization under image perturbations (mIoU / F1, x100)"
+        }
     };
     match options.kind {
-        TableKind::Localization | TableKind::Categories => notes.push(match options.variant {
+        TableKind::Localization | TableKind::Categories | TableKind::Robustness => notes.push(match options.variant {
             LocalizationVariant::PerImage => "mIoU = mean(background IoU, artifact IoU), F1 = artifact-pixel F1; per-image mean (LEGION evaluate_ours.py convention).".into(),
             LocalizationVariant::Accumulated => "mIoU/F1 from pixel counts accumulated over the dataset (NOT the paper's convention).".into(),
         }),

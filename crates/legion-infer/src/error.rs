@@ -25,6 +25,9 @@ pub enum InferError {
         /// What the encoder reported.
         message: String,
     },
+    /// A perturbation (`--perturb`) failed on an image.
+    #[error(transparent)]
+    Perturb(#[from] legion_data::perturb::PerturbError),
     /// Preprocessing rejected an image.
     #[error("{path}: {source}")]
     Preprocess {

@@ -5,7 +5,13 @@
 //! <out>/masks/<image stem>.png    binary mask (0 / 255): the union of the artifact masks
 //! <out>/explanations.jsonl        {"image": "<file name>", "explanation": "<answer without tags>"}
 //! <out>/records/<image stem>.json the full analysis record (crate::record), with RLE masks
+//! <out>/infer.json                 how the images were fed (the perturbation, if any), read by
+//!                                  `legion eval` into its report
 //! ```
+//!
+//! With [`InferOptions::perturbation`] every image is degraded after decoding and before the
+//! model sees it (`legion_data::perturb`: JPEG, Gaussian noise, Gaussian blur; the robustness
+//! table of the LEGION paper).
 //! Score it with `legion eval --gt DATA --masks <out>/masks --explanations <out>/explanations.jsonl`.
 //!
 //! An image is done when its explanation line is in `explanations.jsonl` and its mask exists;
@@ -19,11 +25,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use legion_data::Progress;
+use legion_data::perturb::{
+    DEFAULT_PERTURB_SEED, PREDICTIONS_META_FILE, Perturbation, PerturbationRecord, PredictionsMeta,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::analyze::{Analyzer, file_name, file_stem};
 use crate::error::InferError;
-use crate::input::{PreparedImage, prepare_all};
+use crate::input::{PreparedImage, prepare_all_perturbed};
 use crate::record::AnalysisRecord;
 
 /// Sub-folder of the mask PNGs.
@@ -40,6 +49,10 @@ pub struct InferOptions {
     pub batch_size: usize,
     /// Skip images already done in `out` (otherwise start over).
     pub resume: bool,
+    /// Degrade every image after decoding (robustness evaluation); `None` = as decoded.
+    pub perturbation: Option<Perturbation>,
+    /// Seed of random perturbations (noise); mixed with each image's file name.
+    pub perturb_seed: u64,
 }
 
 impl Default for InferOptions {
@@ -47,6 +60,18 @@ impl Default for InferOptions {
         Self {
             batch_size: 4,
             resume: true,
+            perturbation: None,
+            perturb_seed: DEFAULT_PERTURB_SEED,
+        }
+    }
+}
+
+impl InferOptions {
+    /// What `infer.json` records for these options.
+    pub fn meta(&self) -> PredictionsMeta {
+        PredictionsMeta {
+            perturbation: PerturbationRecord::new(self.perturbation.as_ref(), self.perturb_seed),
+            writer: format!("legion-infer {}", env!("CARGO_PKG_VERSION")),
         }
     }
 }
@@ -135,6 +160,41 @@ fn resume_state(out: &Path) -> Result<HashSet<String>, InferError> {
     Ok(done)
 }
 
+/// Refuses to resume into a folder whose predictions were made with another perturbation (a
+/// table row would mix clean and degraded inputs). A folder from before `infer.json` existed
+/// holds clean predictions.
+fn check_resume_meta(
+    out: &Path,
+    done: &HashSet<String>,
+    wanted: &PredictionsMeta,
+) -> Result<(), InferError> {
+    let path = out.join(PREDICTIONS_META_FILE);
+    let found = PredictionsMeta::read_from(out)?
+        .map(|m| m.perturbation)
+        .or_else(|| (!done.is_empty()).then(PerturbationRecord::clean));
+    match found {
+        Some(found) if found != wanted.perturbation => Err(InferError::invalid(
+            &path,
+            format!(
+                "the predictions in this folder were made with perturbation {}{}, this run asks \
+                 for {}{}; use another --out, or --no-resume to start over",
+                found.spec,
+                found
+                    .seed
+                    .map(|s| format!(" (seed {s})"))
+                    .unwrap_or_default(),
+                wanted.perturbation.spec,
+                wanted
+                    .perturbation
+                    .seed
+                    .map(|s| format!(" (seed {s})"))
+                    .unwrap_or_default(),
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Writes `bytes` to `path` through `path.tmp` and a rename.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), InferError> {
     let tmp = path.with_extension("tmp");
@@ -185,12 +245,20 @@ pub fn run_infer(
     for dir in [out.join(MASKS_DIR), out.join(RECORDS_DIR)] {
         std::fs::create_dir_all(&dir).map_err(|e| InferError::io(&dir, e))?;
     }
+    let meta = options.meta();
     let done = if options.resume {
-        resume_state(out)?
+        let done = resume_state(out)?;
+        check_resume_meta(out, &done, &meta)?;
+        done
     } else {
         write_atomic(&out.join(EXPLANATIONS_FILE), b"")?;
         HashSet::new()
     };
+    write_atomic(&out.join(PREDICTIONS_META_FILE), meta.to_json().as_bytes())?;
+    let perturb = options
+        .perturbation
+        .as_ref()
+        .map(|p| (p, options.perturb_seed));
     let explanations_path = out.join(EXPLANATIONS_FILE);
     let mut explanations = std::fs::OpenOptions::new()
         .create(true)
@@ -213,7 +281,7 @@ pub fn run_infer(
     }
     progress.start("infer", todo.len() as u64);
     for chunk in todo.chunks(options.batch_size) {
-        let prepared = prepare_all(chunk, &analyzer.preprocessor);
+        let prepared = prepare_all_perturbed(chunk, &analyzer.preprocessor, perturb);
         let mut ok: Vec<&PreparedImage> = Vec::new();
         for (path, result) in chunk.iter().zip(&prepared) {
             match result {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Device, Tensor};
 use image::RgbImage;
 use legion_data::image_io::decode_rgb;
+use legion_data::perturb::Perturbation;
 use legion_data::preprocess::{
     ClipPreprocessConfig, SamPreprocessConfig, clip_preprocess, sam_preprocess,
 };
@@ -81,7 +82,27 @@ impl PreparedImage {
     /// [`InferError::Image`] when the file is missing or not a decodable image,
     /// [`InferError::Preprocess`] for an empty image.
     pub fn load(path: &Path, pre: &Preprocessor) -> Result<Self, InferError> {
-        Self::from_rgb(path, decode_rgb(path)?, pre)
+        Self::load_perturbed(path, pre, None)
+    }
+
+    /// Decodes `path`, applies `perturb` (a degradation and its seed) to the decoded pixels and
+    /// preprocesses the result: the model, the overlays and the records all see the perturbed
+    /// image.
+    ///
+    /// # Errors
+    /// As [`PreparedImage::load`], plus [`InferError::Perturb`] when the perturbation fails
+    /// (a JPEG side over 65535 pixels).
+    pub fn load_perturbed(
+        path: &Path,
+        pre: &Preprocessor,
+        perturb: Option<(&Perturbation, u64)>,
+    ) -> Result<Self, InferError> {
+        let rgb = decode_rgb(path)?;
+        let rgb = match perturb {
+            Some((perturbation, seed)) => perturbation.apply(&rgb, seed, path)?,
+            None => rgb,
+        };
+        Self::from_rgb(path, rgb, pre)
     }
 }
 
@@ -91,9 +112,18 @@ pub fn prepare_all(
     paths: &[PathBuf],
     pre: &Preprocessor,
 ) -> Vec<Result<PreparedImage, InferError>> {
+    prepare_all_perturbed(paths, pre, None)
+}
+
+/// [`prepare_all`] with a perturbation applied after decoding ([`PreparedImage::load_perturbed`]).
+pub fn prepare_all_perturbed(
+    paths: &[PathBuf],
+    pre: &Preprocessor,
+    perturb: Option<(&Perturbation, u64)>,
+) -> Vec<Result<PreparedImage, InferError>> {
     paths
         .par_iter()
-        .map(|p| PreparedImage::load(p, pre))
+        .map(|p| PreparedImage::load_perturbed(p, pre, perturb))
         .collect()
 }
 

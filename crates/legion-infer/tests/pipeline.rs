@@ -121,6 +121,7 @@ fn infer_writes_the_eval_format_and_resumes() {
     let options = InferOptions {
         batch_size: 2,
         resume: true,
+        ..InferOptions::default()
     };
     let first = run_infer(&analyzer, &images, &out, &options, &legion_data::NoProgress).unwrap();
     assert_eq!((first.total, first.skipped, first.analysed), (3, 0, 3));
@@ -168,6 +169,59 @@ fn infer_writes_the_eval_format_and_resumes() {
         (third.skipped, third.analysed, third.failed.len()),
         (3, 0, 1)
     );
+}
+
+#[test]
+fn infer_records_its_perturbation_and_refuses_to_mix_inputs() {
+    use legion_data::perturb::PredictionsMeta;
+    let dir = tempfile::tempdir().unwrap();
+    let analyzer = saved_analyzer(dir.path());
+    let images = test_images(2);
+    let out = dir.path().join("pred");
+    let clean = InferOptions::default();
+    run_infer(&analyzer, &images, &out, &clean, &legion_data::NoProgress).unwrap();
+    let meta = PredictionsMeta::read_from(&out).unwrap().unwrap();
+    assert!(meta.perturbation.is_clean(), "{meta:?}");
+
+    // Resuming with another perturbation would mix clean and degraded predictions.
+    let noisy = InferOptions {
+        perturbation: Some("noise:25.5".parse().unwrap()),
+        perturb_seed: 3,
+        ..InferOptions::default()
+    };
+    let err = run_infer(&analyzer, &images, &out, &noisy, &legion_data::NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("infer.json") && err.contains("none") && err.contains("noise:25.5 (seed 3)"),
+        "{err}"
+    );
+    // Starting over is allowed, and recorded.
+    let fresh = InferOptions {
+        resume: false,
+        ..noisy.clone()
+    };
+    let summary = run_infer(&analyzer, &images, &out, &fresh, &legion_data::NoProgress).unwrap();
+    assert_eq!(summary.analysed, 2);
+    let meta = PredictionsMeta::read_from(&out).unwrap().unwrap();
+    assert_eq!(
+        (meta.perturbation.spec.as_str(), meta.perturbation.seed),
+        ("noise:25.5", Some(3))
+    );
+    // The same perturbation resumes.
+    let again = run_infer(&analyzer, &images, &out, &noisy, &legion_data::NoProgress).unwrap();
+    assert_eq!((again.skipped, again.analysed), (2, 0));
+    // Every kind runs through the pipeline (JPEG on a PNG input, blur).
+    for spec in ["jpeg:50", "blur:5"] {
+        let options = InferOptions {
+            perturbation: Some(spec.parse().unwrap()),
+            ..InferOptions::default()
+        };
+        let out = dir.path().join(spec.replace(':', "-"));
+        let summary =
+            run_infer(&analyzer, &images, &out, &options, &legion_data::NoProgress).unwrap();
+        assert_eq!(summary.analysed, 2, "{spec}: {:?}", summary.failed);
+    }
 }
 
 #[test]
