@@ -130,7 +130,7 @@ fn skip_vision_tower(path: &str, _container: &str) -> bool {
 /// # Errors
 /// [`WeightsError::Source`] when the file exists and `overwrite` is off, or the reverse table
 /// does not invert the import table for some parameter (a bug: the message names it);
-/// [`WeightsError::Read`] when writing fails.
+/// [`WeightsError::Write`] when writing fails.
 pub fn export_glamm_safetensors(
     model: &Legion,
     path: &Path,
@@ -189,9 +189,10 @@ pub fn export_glamm_safetensors(
     }
     model
         .save_into(&mut store)
-        .map_err(|e| WeightsError::Read {
+        .map_err(|e| WeightsError::Write {
             path: path.to_path_buf(),
-            message: format!("cannot write safetensors: {e}"),
+            what: "cannot write safetensors",
+            source: Box::new(e),
         })?;
     tracing::debug!(path = %path.display(), tensors = keys.len(), "GLaMM safetensors exported");
     Ok(ExportReport {
