@@ -297,7 +297,8 @@ fn run_tokenizer(args: TokenizerArgs) -> Result<ExitCode> {
     tokenizer
         .inner()
         .save(&args.out, true)
-        .map_err(|e| anyhow::anyhow!("writing {}: {e}", args.out.display()))?;
+        .map_err(anyhow::Error::from_boxed)
+        .with_context(|| format!("writing {}", args.out.display()))?;
     println!(
         "wrote {} ({} tokens, trained on {} captions)",
         args.out.display(),

@@ -50,9 +50,8 @@ pub struct ForwardArgs {
     pub device: String,
 }
 
-fn parse_component(s: &str) -> Result<DebugComponent, String> {
+fn parse_component(s: &str) -> Result<DebugComponent, legion_model::debug::DebugError> {
     s.parse()
-        .map_err(|e: legion_model::debug::DebugError| e.to_string())
 }
 
 /// Runs `legion debug`.

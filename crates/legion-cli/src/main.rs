@@ -76,10 +76,27 @@ fn main() -> std::process::ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", error_chain(&err));
             std::process::ExitCode::from(2)
         }
     }
+}
+
+/// `err` and its causes joined by `: `, each cause left out when the text so far already holds
+/// it: the library errors print their cause in their own message (so a caller that shows only
+/// `{err}` loses nothing) and also keep it as `source()`, which anyhow's `{:#}` would print twice.
+fn error_chain(err: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if message.is_empty() {
+            message = text;
+        } else if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+    }
+    message
 }
 
 fn run(cli: Cli) -> Result<std::process::ExitCode> {

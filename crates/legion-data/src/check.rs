@@ -178,12 +178,12 @@ fn summarize(
             let (h, w) = entry.image_hw;
             let mut union = crate::mask::Mask::zeros(h, w);
             for (k, r) in entry.record.refs.iter().enumerate() {
-                let m = crate::raster::coco_polygons(&r.segmentation, h, w).map_err(|e| {
+                let m = crate::raster::coco_polygons(&r.segmentation, h, w).map_err(|source| {
                     DataError::Polygon {
                         location: Location::file(&annotations)
                             .record(&entry.record.id)
                             .field(format!("refs[{k}].segmentation")),
-                        message: e.to_string(),
+                        source,
                     }
                 })?;
                 union

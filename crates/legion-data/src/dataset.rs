@@ -199,25 +199,24 @@ impl SynthScarsSplit {
     /// Decodes entry `index`'s image (EXIF orientation applied).
     ///
     /// # Errors
-    /// [`DataError::Image`] naming the file and record when it cannot be decoded.
+    /// [`DataError::Image`] naming the file and record when it cannot be decoded,
+    /// [`DataError::ImageSize`] when its size differs from the header read at opening.
     ///
     /// # Panics
     /// If `index >= len()`.
     pub fn decode_image(&self, index: usize) -> Result<RgbImage, DataError> {
         let entry = &self.entries[index];
         let path = self.image_path(index);
-        let image = image_io::decode_rgb(&path).map_err(|e| DataError::Image {
+        let image = image_io::decode_rgb(&path).map_err(|source| DataError::Image {
             location: Location::file(&path).record(&entry.record.id),
-            message: e.to_string(),
+            source: Box::new(source),
         })?;
         let hw = (image.height() as usize, image.width() as usize);
         if hw != entry.image_hw {
-            return Err(DataError::Image {
+            return Err(DataError::ImageSize {
                 location: Location::file(&path).record(&entry.record.id),
-                message: format!(
-                    "decoded size {hw:?} differs from the header size {:?}",
-                    entry.image_hw
-                ),
+                decoded: hw,
+                header: entry.image_hw,
             });
         }
         Ok(image)
@@ -240,10 +239,10 @@ impl SynthScarsSplit {
             .ordered_refs()
             .into_iter()
             .map(|k| {
-                raster::coco_polygons(&entry.record.refs[k].segmentation, h, w).map_err(|e| {
+                raster::coco_polygons(&entry.record.refs[k].segmentation, h, w).map_err(|source| {
                     DataError::Polygon {
                         location: at.field(format!("refs[{k}].segmentation")),
-                        message: e.to_string(),
+                        source,
                     }
                 })
             })
@@ -268,16 +267,18 @@ impl SynthScarsSplit {
             .map(|k| entry.record.refs[k].sentence.clone())
             .collect();
         let at = || Location::file(self.image_path(index)).record(&entry.record.id);
-        let clip =
-            preprocess::clip_preprocess(&image, &config.clip).map_err(|e| DataError::Image {
+        let clip = preprocess::clip_preprocess(&image, &config.clip).map_err(|source| {
+            DataError::Preprocess {
                 location: at(),
-                message: e.to_string(),
-            })?;
-        let sam =
-            preprocess::sam_preprocess(&image, &config.sam).map_err(|e| DataError::Image {
+                source,
+            }
+        })?;
+        let sam = preprocess::sam_preprocess(&image, &config.sam).map_err(|source| {
+            DataError::Preprocess {
                 location: at(),
-                message: e.to_string(),
-            })?;
+                source,
+            }
+        })?;
         Ok(Sample {
             id: entry.record.id.clone(),
             image_path: self.image_path(index),
@@ -303,16 +304,16 @@ impl SynthScarsSplit {
 fn validate(layout: &SplitLayout, record: Record) -> Result<Entry, DataError> {
     let path = layout.image_path(&record.img_file_name);
     let at = Location::file(&layout.annotations).record(&record.id);
-    let (w, h) = image_io::dimensions(&path).map_err(|e| DataError::Image {
+    let (w, h) = image_io::dimensions(&path).map_err(|source| DataError::Image {
         location: Location::file(&path).record(&record.id),
-        message: e.to_string(),
+        source: Box::new(source),
     })?;
     let (h, w) = (h as usize, w as usize);
     for (k, r) in record.refs.iter().enumerate() {
         for (p, poly) in r.segmentation.iter().enumerate() {
-            raster::validate_coco_polygon(poly, h, w).map_err(|e| DataError::Polygon {
+            raster::validate_coco_polygon(poly, h, w).map_err(|source| DataError::Polygon {
                 location: at.field(format!("refs[{k}].segmentation[{p}]")),
-                message: e.to_string(),
+                source,
             })?;
         }
     }
@@ -327,10 +328,12 @@ fn validate(layout: &SplitLayout, record: Record) -> Result<Entry, DataError> {
 fn problem_from(err: &DataError, file: &Location, record_dropped: bool) -> Problem {
     Problem {
         location: err.location().cloned().unwrap_or_else(|| file.clone()),
+        // The report shows the location in its own column; the message is the cause alone.
         message: match err {
-            DataError::Invalid { message, .. }
-            | DataError::Image { message, .. }
-            | DataError::Polygon { message, .. } => message.clone(),
+            DataError::Invalid { message, .. } => message.clone(),
+            DataError::Image { source, .. } => source.to_string(),
+            DataError::Preprocess { source, .. } => source.to_string(),
+            DataError::Polygon { source, .. } => source.to_string(),
             other => other.to_string(),
         },
         record_dropped,

@@ -73,23 +73,63 @@ pub enum DataError {
         split: String,
         tried: String,
     },
-    /// The annotation file is not valid JSON.
-    #[error("{location}: malformed JSON at line {line}, column {column}: {message}")]
+    /// The annotation file (or a JSONL line) is not valid JSON.
+    #[error("{location}: malformed JSON at line {line}, column {column}: {source}")]
     Json {
         location: Location,
         line: usize,
         column: usize,
-        message: String,
+        #[source]
+        source: serde_json::Error,
     },
     /// The JSON is well formed but a record or field has the wrong shape or value.
     #[error("{location}: {message}")]
     Invalid { location: Location, message: String },
-    /// An image could not be decoded.
-    #[error("{location}: {message}")]
-    Image { location: Location, message: String },
+    /// An image (or mask PNG) could not be read or decoded.
+    #[error("{location}: {source}")]
+    Image {
+        location: Location,
+        #[source]
+        source: Box<crate::image_io::ImageIoError>,
+    },
+    /// A decoded image has another size than its header said when the split was opened.
+    #[error("{location}: decoded size {decoded:?} differs from the header size {header:?}")]
+    ImageSize {
+        location: Location,
+        decoded: (usize, usize),
+        header: (usize, usize),
+    },
+    /// A decoded image cannot be preprocessed for the model.
+    #[error("{location}: {source}")]
+    Preprocess {
+        location: Location,
+        #[source]
+        source: crate::preprocess::PreprocessError,
+    },
+    /// A generated image could not be encoded as PNG.
+    #[error("{location}: PNG encoding failed: {source}")]
+    ImageEncode {
+        location: Location,
+        #[source]
+        source: Box<image::ImageError>,
+    },
+    /// A mask PNG holds a colour pixel (masks are gray label maps).
+    #[error("{location}: mask must be grayscale; found the colour {colour:?}")]
+    MaskNotGray { location: Location, colour: [u8; 3] },
+    /// A mask PNG has another size than its image.
+    #[error("{location}: mask is {}x{} but the image is {}x{}", mask_hw.0, mask_hw.1, image_hw.0, image_hw.1)]
+    MaskSize {
+        location: Location,
+        mask_hw: (usize, usize),
+        image_hw: (usize, usize),
+    },
     /// A polygon could not be rasterised.
-    #[error("{location}: {message}")]
-    Polygon { location: Location, message: String },
+    #[error("{location}: {source}")]
+    Polygon {
+        location: Location,
+        #[source]
+        source: crate::raster::RasterError,
+    },
     /// Two records share an id or an image.
     #[error("{location}: duplicate {what} `{value}`")]
     Duplicate {
@@ -107,6 +147,11 @@ impl DataError {
             | Self::Json { location, .. }
             | Self::Invalid { location, .. }
             | Self::Image { location, .. }
+            | Self::ImageSize { location, .. }
+            | Self::Preprocess { location, .. }
+            | Self::ImageEncode { location, .. }
+            | Self::MaskNotGray { location, .. }
+            | Self::MaskSize { location, .. }
             | Self::Polygon { location, .. }
             | Self::Duplicate { location, .. } => Some(location),
             Self::NoAnnotations { .. } => None,

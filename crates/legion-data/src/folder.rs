@@ -133,7 +133,7 @@ pub fn read_entries(path: &Path) -> Result<Vec<FolderEntry>, DataError> {
             location: location.clone(),
             line: i + 1,
             column: e.column(),
-            message: e.to_string(),
+            source: e,
         })?;
         if seen.insert(entry.image.clone(), ()).is_some() {
             return Err(DataError::Duplicate {
@@ -151,9 +151,9 @@ pub fn read_entries(path: &Path) -> Result<Vec<FolderEntry>, DataError> {
 /// stored; RGB(A) only when every pixel is gray (R = G = B), taking that value.
 fn read_values(path: &Path, record: &str) -> Result<(u32, u32, Vec<u16>), DataError> {
     let at = Location::file(path).record(record);
-    let img = crate::image_io::decode_image(path).map_err(|e| DataError::Image {
+    let img = crate::image_io::decode_image(path).map_err(|source| DataError::Image {
         location: at.clone(),
-        message: e.to_string(),
+        source: Box::new(source),
     })?;
     let (w, h) = (img.width(), img.height());
     let values = match img {
@@ -164,9 +164,9 @@ fn read_values(path: &Path, record: &str) -> Result<(u32, u32, Vec<u16>), DataEr
         other => {
             let rgb = other.into_rgb8();
             if let Some(p) = rgb.pixels().find(|p| p.0[0] != p.0[1] || p.0[1] != p.0[2]) {
-                return Err(DataError::Image {
+                return Err(DataError::MaskNotGray {
                     location: at,
-                    message: format!("mask must be grayscale; found the colour {:?}", p.0),
+                    colour: p.0,
                 });
             }
             rgb.pixels().map(|p| u16::from(p.0[0])).collect()
@@ -194,9 +194,10 @@ pub fn entry_masks(
     let label_map = masks_dir.join(format!("{stem}.png"));
     let check_size = |path: &Path, w: u32, h: u32| {
         if (h as usize, w as usize) != hw {
-            Err(DataError::Image {
+            Err(DataError::MaskSize {
                 location: Location::file(path).record(&entry.image),
-                message: format!("mask is {h}x{w} but the image is {}x{}", hw.0, hw.1),
+                mask_hw: (h as usize, w as usize),
+                image_hw: hw,
             })
         } else {
             Ok(())
@@ -261,9 +262,9 @@ pub fn import_folder(
         .map(|entry| {
             let image_path = src.join("images").join(&entry.image);
             let (w, h) =
-                crate::image_io::dimensions(&image_path).map_err(|e| DataError::Image {
+                crate::image_io::dimensions(&image_path).map_err(|source| DataError::Image {
                     location: Location::file(&image_path).record(&entry.image),
-                    message: e.to_string(),
+                    source: Box::new(source),
                 })?;
             let (h, w) = (h as usize, w as usize);
             let masks = entry_masks(src, entry, (h, w))?;
@@ -271,12 +272,12 @@ pub fn import_folder(
             let mut holes = Vec::new();
             for (k, (mask, artifact)) in masks.iter().zip(&entry.artifacts).enumerate() {
                 let segmentation = outer_polygons(mask);
-                let back = crate::raster::coco_polygons(&segmentation, h, w).map_err(|e| {
+                let back = crate::raster::coco_polygons(&segmentation, h, w).map_err(|source| {
                     DataError::Polygon {
                         location: Location::file(&image_path)
                             .record(&entry.image)
                             .field(format!("artifacts[{k}]")),
-                        message: e.to_string(),
+                        source,
                     }
                 })?;
                 let added = back.area().saturating_sub(mask.area());

@@ -45,29 +45,48 @@ pub enum ImageIoError {
         source: std::io::Error,
     },
     /// The content is not a JPEG, PNG or WebP image (or uses a feature the decoder lacks).
-    #[error("unsupported image format in {path}: {detail} (supported: JPEG, PNG, WebP)")]
+    #[error("unsupported image format in {path}: {source} (supported: JPEG, PNG, WebP)")]
     UnsupportedFormat {
         /// The image file.
         path: PathBuf,
-        /// What the decoder reported.
-        detail: String,
+        /// What the decoder reported (the `image` crate's error, or this module's finding).
+        #[source]
+        source: Cause,
     },
     /// The file has a known format but its data is truncated or corrupt.
-    #[error("truncated or corrupt image data in {path}: {detail}")]
+    #[error("truncated or corrupt image data in {path}: {source}")]
     Corrupt {
         /// The image file.
         path: PathBuf,
-        /// What the decoder reported.
-        detail: String,
+        /// What the decoder reported (the `image` crate's or zune-jpeg's error, or this
+        /// module's finding).
+        #[source]
+        source: Cause,
     },
     /// Decoding would exceed the decoder's memory limits.
-    #[error("image {path} is too large to decode: {detail}")]
+    #[error("image {path} is too large to decode: {source}")]
     TooLarge {
         /// The image file.
         path: PathBuf,
         /// What the decoder reported.
-        detail: String,
+        #[source]
+        source: Cause,
     },
+}
+
+/// The cause of an [`ImageIoError`]: a decoder's error, or a finding of this module's own
+/// checks (a `String` converts with `.into()`).
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// Decoder errors that need a word of context in the message.
+#[derive(Debug, thiserror::Error)]
+enum DecoderError {
+    /// An I/O error while decoding an opened file: almost always an unexpected EOF.
+    #[error("data ends early ({0})")]
+    EndsEarly(#[source] std::io::Error),
+    /// zune-jpeg's error (its `Display` is its `Debug`, without the format's name).
+    #[error("JPEG: {0:?}")]
+    Jpeg(#[source] zune_jpeg::errors::DecodeErrors),
 }
 
 impl ImageIoError {
@@ -78,22 +97,22 @@ impl ImageIoError {
             ImageError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 ImageIoError::Corrupt {
                     path,
-                    detail: format!("data ends early ({e})"),
+                    source: Box::new(DecoderError::EndsEarly(e)),
                 }
             }
             ImageError::IoError(source) => ImageIoError::Io { path, source },
             ImageError::Unsupported(e) => ImageIoError::UnsupportedFormat {
                 path,
-                detail: e.to_string(),
+                source: Box::new(e),
             },
             ImageError::Limits(e) => ImageIoError::TooLarge {
                 path,
-                detail: e.to_string(),
+                source: Box::new(e),
             },
             e @ (ImageError::Decoding(_) | ImageError::Parameter(_) | ImageError::Encoding(_)) => {
                 ImageIoError::Corrupt {
                     path,
-                    detail: e.to_string(),
+                    source: Box::new(e),
                 }
             }
         }
@@ -125,7 +144,7 @@ fn open_decoder(path: &Path) -> Result<impl ImageDecoder, ImageIoError> {
 fn empty_file(path: &Path) -> ImageIoError {
     ImageIoError::Corrupt {
         path: path.to_path_buf(),
-        detail: "the file is empty".into(),
+        source: "the file is empty".into(),
     }
 }
 
@@ -133,7 +152,7 @@ fn empty_file(path: &Path) -> ImageIoError {
 fn format_from_extension(path: &Path) -> Result<ImageFormat, ImageIoError> {
     ImageFormat::from_path(path).map_err(|_| ImageIoError::UnsupportedFormat {
         path: path.to_path_buf(),
-        detail: "content matches no known image format".into(),
+        source: "content matches no known image format".into(),
     })
 }
 
@@ -178,7 +197,7 @@ fn decode_strict(bytes: &[u8], path: &Path) -> Result<(DynamicImage, Orientation
         if !has_jpeg_end_after_last_scan(bytes) {
             return Err(ImageIoError::Corrupt {
                 path: path.to_path_buf(),
-                detail: "the JPEG has no end-of-image marker after its last scan (the file is \
+                source: "the JPEG has no end-of-image marker after its last scan (the file is \
                          truncated)"
                     .into(),
             });
@@ -188,13 +207,13 @@ fn decode_strict(bytes: &[u8], path: &Path) -> Result<(DynamicImage, Orientation
     if format == ImageFormat::WebP && !riff_is_complete(bytes) {
         return Err(ImageIoError::Corrupt {
             path: path.to_path_buf(),
-            detail: "the WebP is shorter than its RIFF header says (the file is truncated)".into(),
+            source: "the WebP is shorter than its RIFF header says (the file is truncated)".into(),
         });
     }
     if format == ImageFormat::Png && !has_png_trailer(bytes) {
         return Err(ImageIoError::Corrupt {
             path: path.to_path_buf(),
-            detail: "the PNG has no IEND chunk (the file is truncated)".into(),
+            source: "the PNG has no IEND chunk (the file is truncated)".into(),
         });
     }
     let mut decoder = ImageReader::with_format(Cursor::new(bytes), format)
@@ -248,7 +267,7 @@ fn decode_jpeg_strict(
     use zune_core::colorspace::ColorSpace;
     let corrupt = |e: zune_jpeg::errors::DecodeErrors| ImageIoError::Corrupt {
         path: path.to_path_buf(),
-        detail: format!("JPEG: {e:?}"),
+        source: Box::new(DecoderError::Jpeg(e)),
     };
     let options = zune_core::options::DecoderOptions::default()
         .set_strict_mode(true)
@@ -258,7 +277,7 @@ fn decode_jpeg_strict(
     decoder.decode_headers().map_err(|e| match e {
         zune_jpeg::errors::DecodeErrors::Unsupported(scheme) => ImageIoError::UnsupportedFormat {
             path: path.to_path_buf(),
-            detail: format!("JPEG: {scheme:?}"),
+            source: format!("JPEG: {scheme:?}").into(),
         },
         e => corrupt(e),
     })?;
@@ -275,7 +294,7 @@ fn decode_jpeg_strict(
     if decoded_bytes > MAX_DECODED_BYTES {
         return Err(ImageIoError::TooLarge {
             path: path.to_path_buf(),
-            detail: format!("{width}x{height} needs {decoded_bytes} bytes decoded"),
+            source: format!("{width}x{height} needs {decoded_bytes} bytes decoded").into(),
         });
     }
     let orientation = decoder
@@ -294,7 +313,7 @@ fn decode_jpeg_strict(
     };
     let image = image.ok_or_else(|| ImageIoError::Corrupt {
         path: path.to_path_buf(),
-        detail: "JPEG: the decoder returned fewer pixels than the header announces".into(),
+        source: "JPEG: the decoder returned fewer pixels than the header announces".into(),
     })?;
     Ok((image, orientation))
 }

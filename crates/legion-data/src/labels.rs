@@ -107,7 +107,7 @@ impl Labels {
                 location: location.clone(),
                 line: index + 1,
                 column: e.column(),
-                message: e.to_string(),
+                source: e,
             })?;
             if by_image.contains_key(&labels.image) {
                 return Err(DataError::Duplicate {

@@ -59,7 +59,7 @@ pub fn parse_annotations(
         location: location.clone(),
         line: e.line(),
         column: e.column(),
-        message: e.to_string(),
+        source: e,
     })?;
     let Value::Array(items) = value else {
         return Err(DataError::invalid(

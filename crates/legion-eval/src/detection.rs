@@ -53,8 +53,9 @@ pub struct DetectionSample {
 /// a JSONL (`{"image": .., "label": 0|1, "score": .., "group": ..}`), by file extension.
 ///
 /// # Errors
-/// [`EvalError::BadLine`] naming the line for a malformed line, an unknown label or a
-/// non-finite score; [`EvalError::Duplicate`] for an image listed twice.
+/// [`EvalError::BadLine`] naming the line for a malformed CSV line, an unknown label or a
+/// non-finite score; [`EvalError::JsonLine`] for a JSONL line that is not JSON of the schema;
+/// [`EvalError::Duplicate`] for an image listed twice.
 pub fn read_detection_scores(path: &Path) -> Result<Vec<DetectionSample>, EvalError> {
     let text = std::fs::read_to_string(path).map_err(|e| EvalError::io(path, e))?;
     let is_csv = path
@@ -95,8 +96,8 @@ fn parse_jsonl(text: &str, path: &Path) -> Result<Vec<(usize, DetectionSample)>,
         if line.trim().is_empty() {
             continue;
         }
-        let sample: DetectionSample = serde_json::from_str(line)
-            .map_err(|e| EvalError::bad_line(path, index + 1, e.to_string()))?;
+        let sample: DetectionSample =
+            serde_json::from_str(line).map_err(EvalError::json_line(path, index + 1))?;
         out.push((index + 1, sample));
     }
     Ok(out)

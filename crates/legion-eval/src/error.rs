@@ -1,7 +1,7 @@
 //! Errors of the evaluator. Every variant names the file (and line or image where there is
 //! one), so that a user can fix a bad prediction folder without a debugger.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use legion_data::DataError;
 use legion_data::raster::RasterError;
@@ -19,18 +19,62 @@ pub enum EvalError {
         #[source]
         source: std::io::Error,
     },
-    /// A prediction or ground-truth mask PNG is unreadable or of an unsupported pixel type.
+    /// A prediction or ground-truth mask PNG has an unsupported pixel type or size.
     #[error("{path}: {message}")]
     MaskFile { path: PathBuf, message: String },
-    /// An image of the dataset could not be read (its size is needed to rasterise the GT).
-    #[error("{path}: cannot read the image: {message}")]
-    Image { path: PathBuf, message: String },
-    /// A line of a JSONL or CSV input is malformed.
+    /// A prediction or ground-truth mask PNG cannot be read or decoded. `what` says which.
+    #[error("{path}: cannot decode the {what}: {source}")]
+    MaskDecode {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: legion_data::image_io::ImageIoError,
+    },
+    /// A ground-truth mask's pixels do not fill the image size.
+    #[error("{path}: the GT mask does not have the image size {height}x{width}: {source}")]
+    MaskSize {
+        path: PathBuf,
+        height: usize,
+        width: usize,
+        #[source]
+        source: legion_data::mask::MaskError,
+    },
+    /// An image of the dataset could not be decoded (for an overlay).
+    #[error("{path}: cannot read the image: {source}")]
+    Image {
+        path: PathBuf,
+        #[source]
+        source: legion_data::image_io::ImageIoError,
+    },
+    /// An image header of the dataset could not be read (its size is needed to rasterise the
+    /// GT).
+    #[error("{path}: cannot read the image: {source}")]
+    ImageHeader {
+        path: PathBuf,
+        #[source]
+        source: Box<image::ImageError>,
+    },
+    /// An overlay image could not be written.
+    #[error("{path}: cannot write the image: {source}")]
+    ImageWrite {
+        path: PathBuf,
+        #[source]
+        source: Box<image::ImageError>,
+    },
+    /// A line of a CSV input (or a value in a JSONL line) is malformed.
     #[error("{path}, line {line}: {message}")]
     BadLine {
         path: PathBuf,
         line: usize,
         message: String,
+    },
+    /// A line of a JSONL input (or a JSON file, at the parser's line) is not JSON of its schema.
+    #[error("{path}, line {line}: {source}")]
+    JsonLine {
+        path: PathBuf,
+        line: usize,
+        #[source]
+        source: serde_json::Error,
     },
     /// The same image appears twice in an input (or two dataset images share a file stem).
     #[error("{path}{}: duplicate {what} `{value}`", line.map(|l| format!(", line {l}")).unwrap_or_default())]
@@ -55,8 +99,19 @@ pub enum EvalError {
         source: RasterError,
     },
     /// The sentence encoder failed.
-    #[error("sentence encoder `{encoder}`: {message}")]
-    Encoder { encoder: String, message: String },
+    #[error("sentence encoder `{encoder}`: {source}")]
+    Encoder {
+        encoder: String,
+        #[source]
+        source: crate::css::EncoderError,
+    },
+    /// The sentence encoder returned another number of embeddings than it was given texts.
+    #[error("sentence encoder `{encoder}`: returned {embeddings} embeddings for {texts} texts")]
+    EncoderCount {
+        encoder: String,
+        embeddings: usize,
+        texts: usize,
+    },
     /// A configuration value or input combination is invalid.
     #[error("{0}")]
     Invalid(String),
@@ -74,6 +129,27 @@ impl EvalError {
         Self::MaskFile {
             path: path.into(),
             message: message.into(),
+        }
+    }
+
+    /// [`EvalError::JsonLine`] for line `line` of `path`, as a `map_err` argument.
+    pub(crate) fn json_line(path: &Path, line: usize) -> impl FnOnce(serde_json::Error) -> Self {
+        move |source| Self::JsonLine {
+            path: path.to_path_buf(),
+            line,
+            source,
+        }
+    }
+
+    /// [`EvalError::MaskDecode`] for the `what` mask file `path`, as a `map_err` argument.
+    pub(crate) fn mask_decode(
+        path: &Path,
+        what: &'static str,
+    ) -> impl FnOnce(legion_data::image_io::ImageIoError) -> Self {
+        move |source| Self::MaskDecode {
+            path: path.to_path_buf(),
+            what,
+            source,
         }
     }
 

@@ -578,18 +578,17 @@ pub fn evaluate_explanations(
                     .map(|&i| clean_analysis_text(&gt.records[i].caption))
                     .collect();
                 texts.extend(present.iter().map(|&i| clean_analysis_text(by_record[&i])));
-                let embeddings = encoder.encode(&texts).map_err(|e| EvalError::Encoder {
-                    encoder: name.clone(),
-                    message: e.to_string(),
-                })?;
-                if embeddings.len() != texts.len() {
-                    return Err(EvalError::Encoder {
+                let embeddings = encoder
+                    .encode(&texts)
+                    .map_err(|source| EvalError::Encoder {
                         encoder: name.clone(),
-                        message: format!(
-                            "returned {} embeddings for {} texts",
-                            embeddings.len(),
-                            texts.len()
-                        ),
+                        source,
+                    })?;
+                if embeddings.len() != texts.len() {
+                    return Err(EvalError::EncoderCount {
+                        encoder: name.clone(),
+                        embeddings: embeddings.len(),
+                        texts: texts.len(),
                     });
                 }
                 let n = present.len();

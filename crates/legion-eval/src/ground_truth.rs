@@ -134,13 +134,14 @@ impl GroundTruth {
     /// (height, width) of a record's image, from its header (the image is not decoded).
     ///
     /// # Errors
-    /// [`EvalError::Image`] naming the file.
+    /// [`EvalError::ImageHeader`] naming the file.
     pub fn image_size(&self, record: &Record) -> Result<(usize, usize), EvalError> {
         let path = self.image_path(record);
-        let (width, height) = image::image_dimensions(&path).map_err(|e| EvalError::Image {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        let (width, height) =
+            image::image_dimensions(&path).map_err(|source| EvalError::ImageHeader {
+                path: path.clone(),
+                source: Box::new(source),
+            })?;
         Ok((height as usize, width as usize))
     }
 
@@ -187,10 +188,10 @@ pub fn polygon_gt_mask(
 /// Reads a GT mask PNG (8- or 16-bit grey, nonzero = artifact) that must be `height x width`.
 ///
 /// # Errors
-/// [`EvalError::MaskFile`] naming the file.
+/// [`EvalError::MaskDecode`] or [`EvalError::MaskFile`] naming the file.
 pub fn read_binary_mask(path: &Path, height: usize, width: usize) -> Result<Mask, EvalError> {
     let image = legion_data::image_io::decode_image(path)
-        .map_err(|e| EvalError::mask_file(path, format!("cannot read the GT mask: {e}")))?;
+        .map_err(EvalError::mask_decode(path, "GT mask"))?;
     if (image.height() as usize, image.width() as usize) != (height, width) {
         return Err(EvalError::mask_file(
             path,
@@ -218,11 +219,11 @@ pub fn read_binary_mask(path: &Path, height: usize, width: usize) -> Result<Mask
             ));
         }
     };
-    let mask = Mask::from_raw(height, width, data).map_err(|e| {
-        EvalError::mask_file(
-            path,
-            format!("the GT mask does not have the image size {height}x{width}: {e}"),
-        )
+    let mask = Mask::from_raw(height, width, data).map_err(|source| EvalError::MaskSize {
+        path: path.to_path_buf(),
+        height,
+        width,
+        source,
     })?;
     Ok(mask)
 }

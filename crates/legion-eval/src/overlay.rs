@@ -92,10 +92,11 @@ pub fn write_worst_overlays(
         };
         let record = &gt.records[index];
         let path = gt.image_path(record);
-        let image = legion_data::image_io::decode_rgb(&path).map_err(|e| EvalError::Image {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        let image =
+            legion_data::image_io::decode_rgb(&path).map_err(|source| EvalError::Image {
+                path: path.clone(),
+                source,
+            })?;
         let (gt_mask, prediction) = load_image_masks(gt, predictions, record, threshold)?;
         let prediction = prediction.unwrap_or_else(|| vec![0; gt_mask.as_slice().len()]);
         let overlay = render_overlay(&image, &gt_mask, &prediction)?;
@@ -104,9 +105,9 @@ pub fn write_worst_overlays(
             rank + 1,
             image_stem(&record.img_file_name)
         ));
-        overlay.save(&out).map_err(|e| EvalError::Io {
+        overlay.save(&out).map_err(|source| EvalError::ImageWrite {
             path: out.clone(),
-            source: std::io::Error::other(e.to_string()),
+            source: Box::new(source),
         })?;
         written.push(out);
     }

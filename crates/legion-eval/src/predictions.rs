@@ -167,11 +167,11 @@ fn level_table<T>(max: u16, f: impl Fn(f64) -> T) -> Vec<T> {
 /// Decodes a prediction PNG (see the module docs for the accepted types).
 ///
 /// # Errors
-/// [`EvalError::MaskFile`] naming the file when it cannot be read or decoded or is not a
-/// single-channel image.
+/// [`EvalError::MaskDecode`] naming the file when it cannot be read or decoded,
+/// [`EvalError::MaskFile`] when it is not a single-channel image.
 pub fn read_prediction_png(path: &Path) -> Result<PredictionMap, EvalError> {
-    let image = legion_data::image_io::decode_image(path)
-        .map_err(|e| EvalError::mask_file(path, format!("cannot decode the mask: {e}")))?;
+    let image =
+        legion_data::image_io::decode_image(path).map_err(EvalError::mask_decode(path, "mask"))?;
     let (width, height) = (image.width() as usize, image.height() as usize);
     if width == 0 || height == 0 {
         return Err(EvalError::mask_file(path, "the mask is empty (0 pixels)"));
@@ -403,7 +403,7 @@ impl Explanations {
     /// Reads the file; blank lines are skipped.
     ///
     /// # Errors
-    /// [`EvalError::BadLine`] with the line number for invalid JSON or missing keys,
+    /// [`EvalError::JsonLine`] with the line number for invalid JSON or missing keys,
     /// [`EvalError::Duplicate`] for an image given twice.
     pub fn read(path: &Path) -> Result<Self, EvalError> {
         let text = std::fs::read_to_string(path).map_err(|e| EvalError::io(path, e))?;
@@ -413,8 +413,8 @@ impl Explanations {
             if line.trim().is_empty() {
                 continue;
             }
-            let parsed: ExplanationLine = serde_json::from_str(line)
-                .map_err(|e| EvalError::bad_line(path, index + 1, e.to_string()))?;
+            let parsed: ExplanationLine =
+                serde_json::from_str(line).map_err(EvalError::json_line(path, index + 1))?;
             if seen.insert(parsed.image.clone(), index + 1).is_some() {
                 return Err(EvalError::Duplicate {
                     path: path.to_path_buf(),

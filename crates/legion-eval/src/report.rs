@@ -54,10 +54,13 @@ impl Report {
     /// Reads a report written by [`Report::to_json`].
     ///
     /// # Errors
-    /// [`EvalError::Io`], or [`EvalError::BadLine`] with the JSON error's line.
+    /// [`EvalError::Io`], or [`EvalError::JsonLine`] with the JSON error's line.
     pub fn read(path: &Path) -> Result<Self, EvalError> {
         let text = std::fs::read_to_string(path).map_err(|e| EvalError::io(path, e))?;
-        serde_json::from_str(&text).map_err(|e| EvalError::bad_line(path, e.line(), e.to_string()))
+        serde_json::from_str(&text).map_err(|source| {
+            let line = source.line();
+            EvalError::json_line(path, line)(source)
+        })
     }
 
     /// The per-image CSV: one row per GT image with its localization and explanation scores

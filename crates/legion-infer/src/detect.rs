@@ -116,7 +116,10 @@ impl Detector {
             .into_data()
             .convert::<f32>()
             .try_to_vec::<f32>()
-            .map_err(|e| InferError::Config(format!("detector output: {e:?}")))?;
+            .map_err(|source| InferError::Readback {
+                what: "detector output",
+                source: Box::new(source),
+            })?;
         Ok(real.into_iter().map(f64::from).collect())
     }
 
@@ -142,10 +145,12 @@ impl Detector {
                 .collect();
             let mut scores = match self.real_probability(&ok) {
                 Ok(s) => s.into_iter().map(Ok).collect::<Vec<_>>(),
-                Err(e) => ok
-                    .iter()
-                    .map(|_| Err(InferError::Config(e.to_string())))
-                    .collect(),
+                Err(e) => {
+                    let shared = std::sync::Arc::new(e);
+                    ok.iter()
+                        .map(|_| Err(InferError::Batch(shared.clone())))
+                        .collect()
+                }
             }
             .into_iter();
             for (path, d) in chunk.iter().zip(decoded) {

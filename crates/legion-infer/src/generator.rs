@@ -106,9 +106,9 @@ pub fn run_shell(command: &str) -> Result<String, InferError> {
         .arg("-c")
         .arg(command)
         .output()
-        .map_err(|e| InferError::External {
+        .map_err(|source| InferError::ExternalStart {
             what: command.to_string(),
-            message: format!("cannot start `sh`: {e}"),
+            source,
         })?;
     if !output.status.success() {
         return Err(InferError::External {
@@ -163,9 +163,10 @@ impl Generator for CommandGenerator {
             ],
         );
         run_shell(&command)?;
-        legion_data::image_io::decode_rgb(&out).map_err(|e| InferError::External {
+        legion_data::image_io::decode_rgb(&out).map_err(|source| InferError::GeneratedImage {
             what: self.describe(),
-            message: format!("cannot read its output: {e}"),
+            detail: "cannot read its output",
+            source,
         })
     }
 }
@@ -210,7 +211,10 @@ impl Generator for HttpGenerator {
             self.timeout,
             MAX_GENERATOR_RESPONSE,
         )
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|source| InferError::ExternalHttp {
+            what: self.describe(),
+            source,
+        })?;
         if response.status != 200 {
             return Err(fail(format!(
                 "HTTP {}: {}",
@@ -222,19 +226,32 @@ impl Generator for HttpGenerator {
             .header("content-type")
             .is_some_and(|t| t.starts_with("application/json"));
         let png = if is_json {
-            let value: serde_json::Value = serde_json::from_slice(&response.body)
-                .map_err(|e| fail(format!("invalid JSON answer: {e}")))?;
+            let value: serde_json::Value =
+                serde_json::from_slice(&response.body).map_err(|source| {
+                    InferError::ExternalJson {
+                        what: self.describe(),
+                        source,
+                    }
+                })?;
             let text = value
                 .get("image")
                 .and_then(|v| v.as_str())
                 .ok_or_else(|| fail("JSON answer has no string field `image`".into()))?;
             b64.decode(text)
-                .map_err(|e| fail(format!("`image` is not base64: {e}")))?
+                .map_err(|source| InferError::ExternalBase64 {
+                    what: self.describe(),
+                    source,
+                })?
         } else {
             response.body
         };
-        legion_data::image_io::decode_rgb_bytes(&png, Path::new("<the answer's image>"))
-            .map_err(|e| fail(format!("answer is not an image: {e}")))
+        legion_data::image_io::decode_rgb_bytes(&png, Path::new("<the answer's image>")).map_err(
+            |source| InferError::GeneratedImage {
+                what: self.describe(),
+                detail: "answer is not an image",
+                source,
+            },
+        )
     }
 }
 

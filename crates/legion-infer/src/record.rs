@@ -135,9 +135,12 @@ pub fn artifact_mask(artifact: &Artifact) -> Result<Mask, InferError> {
         .into_data()
         .convert::<f32>()
         .try_to_vec::<f32>()
-        .map_err(|e| InferError::Config(format!("mask logits: {e:?}")))?;
+        .map_err(|source| InferError::Readback {
+            what: "mask logits",
+            source: Box::new(source),
+        })?;
     let data = logits.iter().map(|&v| u8::from(v > 0.0)).collect();
-    Mask::from_raw(h, w, data).map_err(|e| InferError::Config(format!("mask: {e}")))
+    Ok(Mask::from_raw(h, w, data)?)
 }
 
 fn finish_reason_name(reason: FinishReason) -> &'static str {
@@ -195,8 +198,7 @@ pub fn artifact_record(
     score: f32,
     iou_prediction: f32,
 ) -> Result<ArtifactRecord, InferError> {
-    let segmentation =
-        Rle::from_mask(mask).map_err(|e| InferError::Config(format!("mask RLE: {e}")))?;
+    let segmentation = Rle::from_mask(mask)?;
     Ok(ArtifactRecord {
         index,
         phrase,

@@ -86,9 +86,10 @@ impl TextToImage for CommandTextToImage {
             ],
         );
         run_shell(&command)?;
-        legion_data::image_io::decode_rgb(&out).map_err(|e| InferError::External {
+        legion_data::image_io::decode_rgb(&out).map_err(|source| InferError::GeneratedImage {
             what: self.describe(),
-            message: format!("cannot read its output: {e}"),
+            detail: "cannot read its output",
+            source,
         })
     }
 }

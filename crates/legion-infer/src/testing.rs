@@ -26,33 +26,27 @@ pub const SCRIPTED_EXPLANATION: &str = "Fused fingers";
 /// SAM weights.
 ///
 /// # Errors
-/// [`InferError::Config`] when the tokenizer cannot express the script with distinct tokens.
+/// [`InferError::Config`] when the tokenizer cannot express the script with distinct tokens,
+/// [`InferError::Tokenizer`] when training or using it fails.
 pub fn scripted_bundle(device: &Device, seed: u64) -> Result<ModelBundle, InferError> {
     // The script's words are repeated so BPE merges each into one token: a bigram machine
     // cannot emit a token twice, and a lone ":" would repeat the prompt's last token.
     let mut corpus: Vec<String> = vec![format!("{SCRIPTED_PHRASE} :{SCRIPTED_EXPLANATION}"); 64];
     corpus.push("the shadow falls the wrong way; the text on the sign is garbled".into());
-    let tokenizer = train_llama_like_tokenizer(&corpus, 640)
-        .map_err(|e| InferError::Config(format!("tokenizer: {e}")))?;
+    let tokenizer = train_llama_like_tokenizer(&corpus, 640)?;
     let mut config = LegionConfig::tiny();
     config.llm.vocab_size = config.llm.vocab_size.max(tokenizer.vocab_size());
     device.seed(seed);
     let mut model = config.init(device)?;
 
     let special = *tokenizer.special();
-    let encode = |text: &str| {
-        tokenizer
-            .encode(text, false)
-            .map_err(|e| InferError::Config(format!("tokenizer: {e}")))
-    };
+    let encode = |text: &str| tokenizer.encode(text, false);
     let mut script = vec![special.phrase_start];
     script.extend(encode(SCRIPTED_PHRASE)?);
     script.extend([special.phrase_end, special.seg]);
     script.extend(encode(&format!(":{SCRIPTED_EXPLANATION}"))?);
     script.push(special.eos);
-    let prompt = tokenizer
-        .tokenize_with_image(&legion_inference_prompt(LEGION_QUESTION))
-        .map_err(|e| InferError::Config(format!("tokenizer: {e}")))?;
+    let prompt = tokenizer.tokenize_with_image(&legion_inference_prompt(LEGION_QUESTION))?;
     let last = *prompt.last().expect("the prompt is not empty");
     let last = u32::try_from(last)
         .map_err(|_| InferError::Config("the prompt ends with the image".into()))?;

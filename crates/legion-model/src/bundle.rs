@@ -71,7 +71,7 @@ pub enum BundleError {
     Config {
         path: PathBuf,
         #[source]
-        source: crate::legion::LegionError,
+        source: Box<crate::legion::LegionError>,
     },
     /// burn-store could not write a `.bpk` file.
     #[error("{path}: cannot write the weights: {source}")]
@@ -193,7 +193,7 @@ impl ModelBundle {
             })?;
         config.validate().map_err(|source| BundleError::Config {
             path: config_path.clone(),
-            source,
+            source: Box::new(source),
         })?;
         let tokenizer = LegionTokenizer::from_file(&dir.join(BUNDLE_TOKENIZER_FILE))?;
         if tokenizer.vocab_size() > config.llm.vocab_size {
@@ -230,7 +230,7 @@ impl ModelBundle {
         let (meta, config, tokenizer) = Self::read_config(dir)?;
         let model = config.init(device).map_err(|source| BundleError::Config {
             path: dir.join(BUNDLE_CONFIG_FILE),
-            source,
+            source: Box::new(source),
         })?;
         let model = load_burnpack(model, &dir.join(BUNDLE_WEIGHTS_FILE))?;
         let model = match dtype {
@@ -329,7 +329,7 @@ impl DetectorBundle {
             .init(device)
             .map_err(|source| BundleError::Config {
                 path: meta_path.clone(),
-                source,
+                source: Box::new(source),
             })?;
         let model = load_burnpack(model, &dir.join(BUNDLE_WEIGHTS_FILE))?;
         Ok(Self {

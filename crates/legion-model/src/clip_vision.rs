@@ -40,33 +40,80 @@ use crate::precision::{cast_to, param_dtype};
 
 use crate::weights::{self, Allowances, KeyRemap, WeightsError, compile_patterns};
 
-/// Where GLaMM / LEGION state dicts keep the CLIP tower, as a regex:
+/// Where GLaMM / LEGION state dicts keep the CLIP tower:
 /// `LlavaLlamaForCausalLM.model.vision_tower` (`CLIPVisionTower`) `.vision_tower`
-/// (`CLIPVisionModel`) `.vision_model`.
+/// (`CLIPVisionModel`) `.vision_model`. `glamm_clip_prefix!()` is the regex (for loading),
+/// `glamm_clip_prefix!(key)` the key prefix itself (for the GLaMM export).
 macro_rules! glamm_clip_prefix {
     () => {
         r"model\.vision_tower\.vision_tower\.vision_model\."
     };
+    (key) => {
+        "model.vision_tower.vision_tower.vision_model."
+    };
 }
 pub(crate) use glamm_clip_prefix;
 
-/// The one table of CLIP's key names, for every checkpoint family: the rules that move a CLIP
-/// tower found under `$from` (a regex) in a checkpoint to `$to` in the model (`$to_re`: the
-/// same path as a regex), with HF's renames of the tower's fields (`encoder.layers` ->
-/// `layers`, `pre_layrnorm` -> `pre_layernorm`), between the family's rules `[$before]` and
-/// `[$after]`. A macro so that every table stays a `&'static [KeyRemap]` constant.
-macro_rules! clip_tower_remap {
-    ($from:expr, $to:literal, $to_re:literal; [$($before:expr),*]; [$($after:expr),*]) => {
+/// The one table of CLIP's key names, and the two directions built from it. Use it through
+/// [`clip_tower_remap`] (loading) and [`clip_tower_export_remap`] (the GLaMM export); macros
+/// so that every table stays a `&'static [KeyRemap]` constant.
+macro_rules! clip_tower_rules {
+    // HF CLIP's names of the tower's fields where they differ from [`ClipVisionTransformer`]'s,
+    // as (HF regex, HF name, our regex, our name): the one place these names are written.
+    (@renames $direction:ident $($args:tt)*) => {
+        $crate::clip_vision::clip_tower_rules!(@$direction $($args)*
+            (r"encoder\.layers\.", "encoder.layers.", r"layers\.", "layers."),
+            (r"pre_layrnorm\.", "pre_layrnorm.", r"pre_layernorm\.", "pre_layernorm.")
+        )
+    };
+    // Checkpoint -> model: the prefix first, then each HF name under the new prefix.
+    (@import $from:expr, $to:literal, $to_re:literal; [$($before:expr),*]; [$($after:expr),*];
+     $(($hf_re:literal, $hf:literal, $ours_re:literal, $ours:literal)),*) => {
         &[
             $($before,)*
             (concat!("^", $from), $to),
-            (concat!("^", $to_re, r"encoder\.layers\."), concat!($to, "layers.")),
-            (concat!("^", $to_re, r"pre_layrnorm\."), concat!($to, "pre_layernorm.")),
+            $((concat!("^", $to_re, $hf_re), concat!($to, $ours)),)*
+            $($after,)*
+        ]
+    };
+    // Model -> checkpoint: each of our names first (the rules chain, and after the prefix rule
+    // our names would no longer start the key), then the prefix.
+    (@export $from_re:literal, $to:expr; [$($before:expr),*]; [$($after:expr),*];
+     $(($hf_re:literal, $hf:literal, $ours_re:literal, $ours:literal)),*) => {
+        &[
+            $($before,)*
+            $((concat!("^", $from_re, $ours_re), concat!($to, $hf)),)*
+            (concat!("^", $from_re), $to),
             $($after,)*
         ]
     };
 }
+pub(crate) use clip_tower_rules;
+
+/// Rules that move a CLIP tower found under `$from` (a regex) in a checkpoint to `$to` in the
+/// model (`$to_re`: the same path as a regex), with HF's renames of the tower's fields
+/// (`encoder.layers` -> `layers`, `pre_layrnorm` -> `pre_layernorm`), between the family's
+/// rules `[$before]` and `[$after]`.
+macro_rules! clip_tower_remap {
+    ($from:expr, $to:literal, $to_re:literal; [$($before:expr),*]; [$($after:expr),*]) => {
+        $crate::clip_vision::clip_tower_rules!(
+            @renames import $from, $to, $to_re; [$($before),*]; [$($after),*];
+        )
+    };
+}
 pub(crate) use clip_tower_remap;
+
+/// The inverse of [`clip_tower_remap`]: rules that move the model's tower at `$from_re` (a
+/// regex) to the checkpoint key prefix `$to`, with HF's field names, between `[$before]` and
+/// `[$after]`.
+macro_rules! clip_tower_export_remap {
+    ($from_re:literal, $to:expr; [$($before:expr),*]; [$($after:expr),*]) => {
+        $crate::clip_vision::clip_tower_rules!(
+            @renames export $from_re, $to; [$($before),*]; [$($after),*];
+        )
+    };
+}
+pub(crate) use clip_tower_export_remap;
 
 /// Key remaps from HF CLIP naming (`CLIPVisionModel` / `CLIPModel` checkpoints such as
 /// `openai/clip-vit-large-patch14-336`) to [`ClipVisionTransformer`] field paths.

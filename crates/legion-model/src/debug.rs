@@ -110,14 +110,53 @@ pub enum DebugError {
     )]
     UnknownComponent(String),
     /// A file could not be read or written.
-    #[error("{path}: {message}")]
-    Io { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A `.npy` file's header or data cannot be read.
+    #[error("{path}: not a readable .npy file: {source}")]
+    NpyRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// A `.npy` file has an unsupported dtype or rank.
     #[error("{path}: {message}")]
     Npy { path: PathBuf, message: String },
+    /// `config.json` is not JSON (or not JSON of the config's schema).
+    #[error("config {path}: {source}")]
+    ConfigJson {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     /// `config.json` is missing fields or unsupported.
     #[error("config {path}: {message}")]
     Config { path: PathBuf, message: String },
+    /// `config.json` holds a value no component can be built from.
+    #[error("config {path}: {source}")]
+    ConfigInvalid {
+        path: PathBuf,
+        #[source]
+        source: crate::config_check::InvalidConfig,
+    },
+    /// An HF LLaMA `config.json` cannot be read.
+    #[error("config {path}: {source}")]
+    LlamaConfig {
+        path: PathBuf,
+        #[source]
+        source: Box<crate::llama::LlamaError>,
+    },
+    /// A burn `LegionConfig` JSON cannot be read.
+    #[error("config {path}: {source}")]
+    LegionConfig {
+        path: PathBuf,
+        #[source]
+        source: burn::config::ConfigError,
+    },
     /// Wrong number of inputs for the component.
     #[error("{component} takes {expected} input file(s), got {got}")]
     Inputs {
@@ -128,11 +167,27 @@ pub enum DebugError {
     /// Loading weights failed.
     #[error(transparent)]
     Weights(#[from] WeightsError),
-    /// The model rejected the input.
+    /// An input does not fit the model (a shape, an id outside the vocabulary).
     #[error("{component}: {message}")]
     Model {
         component: DebugComponent,
         message: String,
+    },
+    /// The CLIP vision tower rejected the input.
+    #[error("clip-vision: {0}")]
+    ClipVision(#[source] crate::clip_vision::ClipVisionError),
+    /// The LLaMA weights do not load.
+    #[error("llama: {0}")]
+    Llama(#[source] Box<crate::llama::LlamaError>),
+    /// The LEGION model failed to build, load or run.
+    #[error("legion: {0}")]
+    Legion(#[source] Box<LegionError>),
+    /// The output tensor could not be read back from the device.
+    #[error("{component}: reading the output: {source}")]
+    Readback {
+        component: DebugComponent,
+        #[source]
+        source: Box<burn::tensor::DataError>,
     },
 }
 
@@ -146,13 +201,13 @@ pub struct NpyArray<T> {
 }
 
 fn open_npy(path: &Path) -> Result<npyz::NpyFile<std::io::BufReader<std::fs::File>>, DebugError> {
-    let file = std::fs::File::open(path).map_err(|e| DebugError::Io {
+    let file = std::fs::File::open(path).map_err(|source| DebugError::Io {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        source,
     })?;
-    npyz::NpyFile::new(std::io::BufReader::new(file)).map_err(|e| DebugError::Npy {
+    npyz::NpyFile::new(std::io::BufReader::new(file)).map_err(|source| DebugError::NpyRead {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        source,
     })
 }
 
@@ -166,7 +221,8 @@ fn type_str(npy: &npyz::NpyFile<std::io::BufReader<std::fs::File>>) -> String {
 /// Reads a float `.npy` (little-endian f32 or f64) as f32.
 ///
 /// # Errors
-/// [`DebugError::Io`] / [`DebugError::Npy`] when unreadable or of another dtype.
+/// [`DebugError::Io`] / [`DebugError::NpyRead`] when unreadable, [`DebugError::Npy`] for
+/// another dtype.
 pub fn read_npy_f32(path: &Path) -> Result<NpyArray<f32>, DebugError> {
     let npy = open_npy(path)?;
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
@@ -175,11 +231,15 @@ pub fn read_npy_f32(path: &Path) -> Result<NpyArray<f32>, DebugError> {
         path: path.to_path_buf(),
         message,
     };
+    let unreadable = |source| DebugError::NpyRead {
+        path: path.to_path_buf(),
+        source,
+    };
     let data = match dtype.as_str() {
-        "<f4" => npy.into_vec::<f32>().map_err(|e| err(e.to_string()))?,
+        "<f4" => npy.into_vec::<f32>().map_err(unreadable)?,
         "<f8" => npy
             .into_vec::<f64>()
-            .map_err(|e| err(e.to_string()))?
+            .map_err(unreadable)?
             .into_iter()
             .map(|v| v as f32)
             .collect(),
@@ -191,7 +251,8 @@ pub fn read_npy_f32(path: &Path) -> Result<NpyArray<f32>, DebugError> {
 /// Reads an integer `.npy` (little-endian i64 or i32) as i64.
 ///
 /// # Errors
-/// [`DebugError::Io`] / [`DebugError::Npy`] when unreadable or of another dtype.
+/// [`DebugError::Io`] / [`DebugError::NpyRead`] when unreadable, [`DebugError::Npy`] for
+/// another dtype.
 pub fn read_npy_i64(path: &Path) -> Result<NpyArray<i64>, DebugError> {
     let npy = open_npy(path)?;
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
@@ -200,11 +261,15 @@ pub fn read_npy_i64(path: &Path) -> Result<NpyArray<i64>, DebugError> {
         path: path.to_path_buf(),
         message,
     };
+    let unreadable = |source| DebugError::NpyRead {
+        path: path.to_path_buf(),
+        source,
+    };
     let data = match dtype.as_str() {
-        "<i8" => npy.into_vec::<i64>().map_err(|e| err(e.to_string()))?,
+        "<i8" => npy.into_vec::<i64>().map_err(unreadable)?,
         "<i4" => npy
             .into_vec::<i32>()
-            .map_err(|e| err(e.to_string()))?
+            .map_err(unreadable)?
             .into_iter()
             .map(i64::from)
             .collect(),
@@ -219,9 +284,9 @@ pub fn read_npy_i64(path: &Path) -> Result<NpyArray<i64>, DebugError> {
 /// [`DebugError::Io`] when the file cannot be written.
 pub fn write_npy_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<(), DebugError> {
     use npyz::WriterBuilder;
-    let io = |e: std::io::Error| DebugError::Io {
+    let io = |source: std::io::Error| DebugError::Io {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        source,
     };
     let file = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
     let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
@@ -279,21 +344,31 @@ pub fn find_weights(dir: &Path) -> Result<PathBuf, DebugError> {
     Ok(source.entry_file().to_path_buf())
 }
 
+/// [`DebugError::ConfigInvalid`] for the config file `path`.
+fn config_invalid(path: &Path) -> impl FnOnce(crate::config_check::InvalidConfig) -> DebugError {
+    move |source| DebugError::ConfigInvalid {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 fn read_json(path: &Path) -> Result<serde_json::Value, DebugError> {
-    let text = std::fs::read_to_string(path).map_err(|e| DebugError::Io {
+    let text = std::fs::read_to_string(path).map_err(|source| DebugError::Io {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        source,
     })?;
-    serde_json::from_str(&text).map_err(|e| DebugError::Config {
+    serde_json::from_str(&text).map_err(|source| DebugError::ConfigJson {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        source,
     })
 }
 
 /// Reads an HF CLIP `config.json` (`CLIPVisionConfig`, or `CLIPConfig` with `vision_config`).
 ///
 /// # Errors
-/// [`DebugError::Config`] when a field is missing or the activation is unsupported.
+/// [`DebugError::Config`] when a field is missing or the activation is unsupported,
+/// [`DebugError::ConfigJson`] when the file is not JSON, [`DebugError::ConfigInvalid`] for a
+/// value no tower can be built from.
 pub fn clip_config_from_hf_json(path: &Path) -> Result<ClipVisionConfig, DebugError> {
     let json = read_json(path)?;
     let vision = json.get("vision_config").unwrap_or(&json);
@@ -333,7 +408,7 @@ pub fn clip_config_from_hf_json(path: &Path) -> Result<ClipVisionConfig, DebugEr
         Some("gelu") => ClipActivation::Gelu,
         Some(other) => return Err(err(format!("hidden_act `{other}` is not supported"))),
     };
-    config.validate().map_err(|e| err(e.to_string()))?;
+    config.validate().map_err(config_invalid(path))?;
     Ok(config)
 }
 
@@ -386,8 +461,9 @@ const SAM_BUILD_PARAMETERS: [(&str, Option<u64>); 7] = [
 /// defaulted fields. The result is validated.
 ///
 /// # Errors
-/// [`DebugError::Config`] on an unknown variant, a missing or unknown field, or a value no SAM
-/// can be built from.
+/// [`DebugError::Config`] on an unknown variant or a missing or unknown build parameter,
+/// [`DebugError::ConfigJson`] for a file that is not JSON or not burn JSON of [`SamConfig`],
+/// [`DebugError::ConfigInvalid`] for a value no SAM can be built from.
 pub fn sam_config_from_json(path: &Path) -> Result<SamConfig, DebugError> {
     let json = read_json(path)?;
     let err = |message: String| DebugError::Config {
@@ -419,11 +495,14 @@ pub fn sam_config_from_json(path: &Path) -> Result<SamConfig, DebugError> {
                 }
             }
         }
-        serde_json::from_value(json).map_err(|e| err(e.to_string()))?
+        serde_json::from_value(json).map_err(|source| DebugError::ConfigJson {
+            path: path.to_path_buf(),
+            source,
+        })?
     } else {
         sam_from_build_parameters(&json).map_err(err)?
     };
-    config.validate().map_err(|e| err(e.to_string()))?;
+    config.validate().map_err(config_invalid(path))?;
     Ok(config)
 }
 
@@ -543,20 +622,21 @@ pub fn debug_forward(
                 load_clip_vision(config.init(device), &weights, ClipCheckpointLayout::HfClip)?;
             let features = tower
                 .forward_features(float_tensor(&inputs[0], device)?, -2)
-                .map_err(|e| model_err(e.to_string()))?;
+                .map_err(DebugError::ClipVision)?;
             features.patches.unsqueeze()
         }
         DebugComponent::Llama => {
             expect_inputs(component, inputs, 1..=2, "1 or 2 (ids, attention mask)")?;
-            let config =
-                LlamaConfig::from_hf_config_json(&config_path).map_err(|e| DebugError::Config {
+            let config = LlamaConfig::from_hf_config_json(&config_path).map_err(|source| {
+                DebugError::LlamaConfig {
                     path: config_path.clone(),
-                    message: e.to_string(),
-                })?;
+                    source: Box::new(source),
+                }
+            })?;
             let model = config
                 .init(device)
                 .load_hf_safetensors(&weights)
-                .map_err(|e| model_err(e.to_string()))?;
+                .map_err(|e| DebugError::Llama(Box::new(e)))?;
             let ids = ids_array(&inputs[0])?;
             let vocab = config.vocab_size as i64;
             if let Some(bad) = ids.data.iter().find(|&&id| !(0..vocab).contains(&id)) {
@@ -646,10 +726,11 @@ pub fn debug_forward(
                 2..=3,
                 "2 or 3 (CLIP pixels, ids, attention mask)",
             )?;
-            let config = LegionConfig::load(&config_path).map_err(|e| DebugError::Config {
-                path: config_path.clone(),
-                message: format!("{e:?}"),
-            })?;
+            let config =
+                LegionConfig::load(&config_path).map_err(|source| DebugError::LegionConfig {
+                    path: config_path.clone(),
+                    source,
+                })?;
             let clip_file = checkpoint_dir.join(CLIP_FILE);
             let clip = if clip_file.is_file() {
                 ClipWeights::HfFile(&clip_file)
@@ -658,7 +739,7 @@ pub fn debug_forward(
             };
             let to_model = |e: LegionError| match e {
                 LegionError::Weights(w) => DebugError::Weights(w),
-                other => model_err(other.to_string()),
+                other => DebugError::Legion(Box::new(other)),
             };
             let model = config
                 .init(device)
@@ -692,7 +773,10 @@ pub fn debug_forward(
     let data: Vec<f32> = result
         .into_data()
         .try_into_vec_as::<f32>()
-        .map_err(|e| model_err(format!("reading the output: {e:?}")))?;
+        .map_err(|source| DebugError::Readback {
+            component,
+            source: Box::new(source),
+        })?;
     write_npy_f32(output, &shape, &data)?;
     tracing::info!(%component, output = %output.display(), ?shape, "debug forward written");
     Ok(shape)

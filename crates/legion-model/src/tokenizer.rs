@@ -57,8 +57,30 @@ interleaved segmentation masks for the corresponding parts of the answer.";
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
     /// `tokenizer.json` could not be read or parsed.
-    #[error("cannot load tokenizer {path}: {message}")]
-    Load { path: String, message: String },
+    #[error("cannot load tokenizer {path}: {source}")]
+    Load {
+        path: String,
+        #[source]
+        source: tokenizers::Error,
+    },
+    /// A checkpoint folder has neither `tokenizer.json` nor `tokenizer.model`.
+    #[error(
+        "cannot load tokenizer {dir}: the folder has no tokenizer.json (nor a tokenizer.model)"
+    )]
+    NoTokenizerFile { dir: String },
+    /// Training a tokenizer failed at `stage`.
+    #[error("training a tokenizer: {stage}: {source}")]
+    Train {
+        stage: &'static str,
+        #[source]
+        source: tokenizers::Error,
+    },
+    /// The requested vocabulary of a trained tokenizer cannot hold its fixed tokens.
+    #[error(
+        "training a tokenizer: vocab_size {vocab_size} leaves no room for merges (the fixed \
+         tokens take {fixed})"
+    )]
+    TrainVocabSize { vocab_size: usize, fixed: usize },
     /// Only a SentencePiece `tokenizer.model` is there; the `tokenizers` crate reads
     /// `tokenizer.json` only.
     #[error(
@@ -88,8 +110,12 @@ pub enum TokenizerError {
         id: u32,
     },
     /// Encoding or decoding failed.
-    #[error("tokenizer failed on {what}: {message}")]
-    Codec { what: String, message: String },
+    #[error("tokenizer failed on {what}: {source}")]
+    Codec {
+        what: String,
+        #[source]
+        source: tokenizers::Error,
+    },
     /// A conversation does not have the `llava_v1` structure.
     #[error("conversation round {round} has {parts} parts around \" ASSISTANT: \" (expected 2)")]
     Template { round: usize, parts: usize },
@@ -158,7 +184,7 @@ pub struct LegionTokenizer {
 /// # Errors
 /// [`TokenizerError::SentencePieceOnly`] when `path` is a SentencePiece `*.model` file, or a
 /// folder with `tokenizer.model` and no `tokenizer.json` (the message says how to convert);
-/// [`TokenizerError::Load`] when a folder has neither.
+/// [`TokenizerError::NoTokenizerFile`] when a folder has neither.
 pub fn resolve_tokenizer_json(path: &Path) -> Result<std::path::PathBuf, TokenizerError> {
     let sentencepiece = |model: &Path| TokenizerError::SentencePieceOnly {
         model: model.display().to_string(),
@@ -178,9 +204,8 @@ pub fn resolve_tokenizer_json(path: &Path) -> Result<std::path::PathBuf, Tokeniz
         if model.is_file() {
             return Err(sentencepiece(&model));
         }
-        return Err(TokenizerError::Load {
-            path: path.display().to_string(),
-            message: "the folder has no tokenizer.json (nor a tokenizer.model)".into(),
+        return Err(TokenizerError::NoTokenizerFile {
+            dir: path.display().to_string(),
         });
     }
     if path.extension().is_some_and(|e| e == "model") {
@@ -198,10 +223,11 @@ impl LegionTokenizer {
     /// [`TokenizerError::Load`] when the file cannot be read; see [`LegionTokenizer::new`].
     pub fn from_file(path: &Path) -> Result<Self, TokenizerError> {
         let path = &resolve_tokenizer_json(path)?;
-        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| TokenizerError::Load {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let inner =
+            tokenizers::Tokenizer::from_file(path).map_err(|source| TokenizerError::Load {
+                path: path.display().to_string(),
+                source,
+            })?;
         Self::new(inner, &path.display().to_string())
     }
 
@@ -263,13 +289,13 @@ impl LegionTokenizer {
     /// # Errors
     /// [`TokenizerError::Codec`] if the tokenizer fails.
     pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>, TokenizerError> {
-        let encoding = self
-            .inner
-            .encode(text, add_bos)
-            .map_err(|e| TokenizerError::Codec {
-                what: format!("encoding {:?}", excerpt(text)),
-                message: e.to_string(),
-            })?;
+        let encoding =
+            self.inner
+                .encode(text, add_bos)
+                .map_err(|source| TokenizerError::Codec {
+                    what: format!("encoding {:?}", excerpt(text)),
+                    source,
+                })?;
         Ok(encoding.get_ids().to_vec())
     }
 
@@ -280,9 +306,9 @@ impl LegionTokenizer {
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, TokenizerError> {
         self.inner
             .decode(ids, skip_special_tokens)
-            .map_err(|e| TokenizerError::Codec {
+            .map_err(|source| TokenizerError::Codec {
                 what: format!("decoding {} ids", ids.len()),
-                message: e.to_string(),
+                source,
             })
     }
 

@@ -43,22 +43,19 @@ pub const GLAMM_ADDED_TOKENS: [&str; 7] = [
 /// Deterministic: the same corpus and size give the same `tokenizer.json`.
 ///
 /// # Errors
-/// [`TokenizerError::Load`] when `vocab_size` cannot hold the 3 + 256 + 7 fixed tokens, or
-/// the `tokenizers` training fails.
+/// [`TokenizerError::TrainVocabSize`] when `vocab_size` cannot hold the 3 + 256 + 7 fixed
+/// tokens, [`TokenizerError::Train`] when the `tokenizers` training fails.
 pub fn train_llama_like_tokenizer(
     corpus: &[String],
     vocab_size: usize,
 ) -> Result<LegionTokenizer, TokenizerError> {
     const SOURCE: &str = "<trained tokenizer>";
-    let fail = |message: String| TokenizerError::Load {
-        path: SOURCE.to_string(),
-        message,
+    let fail = |stage: &'static str| {
+        move |source: tokenizers::Error| TokenizerError::Train { stage, source }
     };
     let fixed = 3 + 256 + GLAMM_ADDED_TOKENS.len();
     if vocab_size <= fixed {
-        return Err(fail(format!(
-            "vocab_size {vocab_size} leaves no room for merges (the fixed tokens take {fixed})"
-        )));
+        return Err(TokenizerError::TrainVocabSize { vocab_size, fixed });
     }
     let byte_tokens: Vec<String> = (0..=255u8).map(|b| format!("<0x{b:02X}>")).collect();
     let mut specials: Vec<AddedToken> = ["<unk>", "<s>", "</s>"]
@@ -81,7 +78,7 @@ pub fn train_llama_like_tokenizer(
         .byte_fallback(true)
         .fuse_unk(true)
         .build()
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(fail("building the BPE model"))?;
     let mut builder = TokenizerBuilder::new()
         .with_model(model)
         .with_normalizer(None::<tokenizers::NormalizerWrapper>)
@@ -89,7 +86,7 @@ pub fn train_llama_like_tokenizer(
         .with_post_processor(None::<tokenizers::PostProcessorWrapper>)
         .with_decoder(None::<tokenizers::DecoderWrapper>)
         .build()
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(fail("building the tokenizer"))?;
     // Every training sequence holds the fixed prompt once, so the corpus does too: its words
     // get merged by frequency like the captions' (once only, they would stay byte-level and
     // triple the sequence length).
@@ -101,12 +98,14 @@ pub fn train_llama_like_tokenizer(
         .collect();
     builder
         .train(&mut trainer, texts.iter())
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(fail("BPE training"))?;
 
     // Switch to the legacy LLaMA layout through the serialised form, which is the stable API.
-    let mut spec: serde_json::Value =
-        serde_json::from_str(&builder.to_string(false).map_err(|e| fail(e.to_string()))?)
-            .map_err(|e| fail(e.to_string()))?;
+    let serialised = builder
+        .to_string(false)
+        .map_err(fail("serialising the trained tokenizer"))?;
+    let mut spec: serde_json::Value = serde_json::from_str(&serialised)
+        .map_err(|e| fail("re-reading the trained tokenizer")(e.into()))?;
     spec["pre_tokenizer"] = serde_json::Value::Null;
     spec["normalizer"] = serde_json::json!({"type": "Sequence", "normalizers": [
         {"type": "Prepend", "prepend": "▁"},
@@ -136,7 +135,7 @@ pub fn train_llama_like_tokenizer(
     let mut inner: tokenizers::Tokenizer = spec
         .to_string()
         .parse()
-        .map_err(|e: tokenizers::Error| fail(e.to_string()))?;
+        .map_err(fail("loading the LLaMA-layout tokenizer"))?;
     let glamm: Vec<AddedToken> = GLAMM_ADDED_TOKENS
         .iter()
         .map(|t| AddedToken::from(*t, true).normalized(false))

@@ -35,8 +35,26 @@ pub enum EmbedError {
         candidates: String,
     },
     /// The tokenizer could not be loaded or failed on an input.
+    #[error("tokenizer {path}: {source}")]
+    Tokenizer {
+        path: PathBuf,
+        #[source]
+        source: tokenizers::Error,
+    },
+    /// The tokenizer refused the truncation length.
+    #[error("tokenizer {path}: cannot truncate to {max_seq_length} tokens: {source}")]
+    Truncation {
+        path: PathBuf,
+        max_seq_length: usize,
+        #[source]
+        source: tokenizers::Error,
+    },
+    /// The tokenizer has no padding settings and `pad_token_id` is not in its vocabulary.
+    #[error("tokenizer {path}: pad_token_id {pad_token_id} is not in the vocabulary")]
+    PadToken { path: PathBuf, pad_token_id: u32 },
+    /// A batch cannot be tokenised into one padded block (it is empty, or padding failed).
     #[error("tokenizer {path}: {message}")]
-    Tokenizer { path: PathBuf, message: String },
+    Batch { path: PathBuf, message: String },
     /// The weights do not match the model.
     #[error(transparent)]
     Weights(#[from] StrictLoadError),
@@ -45,5 +63,5 @@ pub enum EmbedError {
     LengthMismatch { left: usize, right: usize },
     /// A tensor could not be read back from the device.
     #[error("cannot read embeddings back from the device: {0}")]
-    Readback(String),
+    Readback(#[source] Box<dyn std::error::Error + Send + Sync>),
 }

@@ -234,9 +234,9 @@ impl SentenceEncoder {
         let [batch, width] = pooled.dims();
         let flat = pooled
             .try_into_data()
-            .map_err(|e| EmbedError::Readback(format!("{e:?}")))?
+            .map_err(|e| EmbedError::Readback(Box::new(e)))?
             .try_into_vec_as::<f32>()
-            .map_err(|e| EmbedError::Readback(format!("{e:?}")))?;
+            .map_err(|e| EmbedError::Readback(Box::new(e)))?;
         debug_assert_eq!(flat.len(), batch * width);
         Ok(flat.chunks(width).map(<[f32]>::to_vec).collect())
     }

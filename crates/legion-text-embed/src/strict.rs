@@ -20,8 +20,12 @@ const LISTED: usize = 40;
 #[derive(Debug, thiserror::Error)]
 pub enum StrictLoadError {
     /// The store failed to read or parse the file.
-    #[error("cannot read weights from {path}: {message}")]
-    Read { path: PathBuf, message: String },
+    #[error("cannot read weights from {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The file was read, but its tensors do not match the module.
     #[error(
         "weights in {path} do not match the model ({} missing, {} unexpected, {} errors)\n\
@@ -100,11 +104,14 @@ pub fn load_strict<M, S>(
 where
     M: ModuleSnapshot,
     S: ModuleStore,
+    S::Error: std::error::Error + Send + Sync + 'static,
 {
-    let result = module.load_from(store).map_err(|e| StrictLoadError::Read {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let result = module
+        .load_from(store)
+        .map_err(|source| StrictLoadError::Read {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })?;
     check_result(path, &result, allow)?;
     Ok(module)
 }

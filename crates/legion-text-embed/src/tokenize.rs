@@ -44,27 +44,29 @@ impl SentenceTokenizer {
     /// lower-cases inputs before tokenising (sentence-transformers' `do_lower_case`).
     ///
     /// # Errors
-    /// [`EmbedError::Tokenizer`] when the file cannot be loaded or `pad_token_id` is not in its
-    /// vocabulary.
+    /// [`EmbedError::Tokenizer`] when the file cannot be loaded, [`EmbedError::PadToken`] when
+    /// `pad_token_id` is not in its vocabulary, [`EmbedError::Truncation`] when the tokenizer
+    /// refuses `max_seq_length`.
     pub fn from_file(
         path: &Path,
         max_seq_length: usize,
         pad_token_id: u32,
         lowercase: bool,
     ) -> Result<Self, EmbedError> {
-        let fail = |message: String| EmbedError::Tokenizer {
+        let mut tokenizer = Tokenizer::from_file(path).map_err(|source| EmbedError::Tokenizer {
             path: path.to_path_buf(),
-            message,
-        };
-        let mut tokenizer = Tokenizer::from_file(path).map_err(|e| fail(e.to_string()))?;
+            source,
+        })?;
         let (pad_id, pad_token) = match tokenizer.get_padding() {
             Some(p) => (p.pad_id, p.pad_token.clone()),
             None => {
-                let token = tokenizer.id_to_token(pad_token_id).ok_or_else(|| {
-                    fail(format!(
-                        "pad_token_id {pad_token_id} is not in the vocabulary"
-                    ))
-                })?;
+                let token =
+                    tokenizer
+                        .id_to_token(pad_token_id)
+                        .ok_or_else(|| EmbedError::PadToken {
+                            path: path.to_path_buf(),
+                            pad_token_id,
+                        })?;
                 (pad_token_id, token)
             }
         };
@@ -83,7 +85,11 @@ impl SentenceTokenizer {
                 strategy: TruncationStrategy::LongestFirst,
                 stride: 0,
             }))
-            .map_err(|e| fail(format!("cannot truncate to {max_seq_length} tokens: {e}")))?;
+            .map_err(|source| EmbedError::Truncation {
+                path: path.to_path_buf(),
+                max_seq_length,
+                source,
+            })?;
         Ok(Self {
             tokenizer,
             path: path.to_path_buf(),
@@ -110,29 +116,30 @@ impl SentenceTokenizer {
         let encoding = self
             .tokenizer
             .encode(self.prepare(sentence), true)
-            .map_err(|e| self.fail(e.to_string()))?;
+            .map_err(|source| self.fail(source))?;
         Ok(encoding.get_ids().len())
     }
 
     /// Tokenises a batch, padded to its longest sentence.
     ///
     /// # Errors
-    /// [`EmbedError::Tokenizer`] if tokenisation fails or `sentences` is empty.
+    /// [`EmbedError::Tokenizer`] if tokenisation fails, [`EmbedError::Batch`] if `sentences` is
+    /// empty or padding gives rows of different lengths.
     pub fn encode_batch(&self, sentences: &[&str]) -> Result<TokenBatch, EmbedError> {
         if sentences.is_empty() {
-            return Err(self.fail("cannot tokenise an empty batch".into()));
+            return Err(self.batch_error("cannot tokenise an empty batch".into()));
         }
         let inputs: Vec<String> = sentences.iter().map(|s| self.prepare(s)).collect();
         let encodings = self
             .tokenizer
             .encode_batch(inputs, true)
-            .map_err(|e| self.fail(e.to_string()))?;
+            .map_err(|source| self.fail(source))?;
         let seq = encodings[0].get_ids().len();
         let mut input_ids = Vec::with_capacity(sentences.len() * seq);
         let mut attention_mask = Vec::with_capacity(sentences.len() * seq);
         for encoding in &encodings {
             if encoding.get_ids().len() != seq {
-                return Err(self.fail(format!(
+                return Err(self.batch_error(format!(
                     "batch padding gave rows of {} and {seq} tokens",
                     encoding.get_ids().len()
                 )));
@@ -156,8 +163,15 @@ impl SentenceTokenizer {
         }
     }
 
-    fn fail(&self, message: String) -> EmbedError {
+    fn fail(&self, source: tokenizers::Error) -> EmbedError {
         EmbedError::Tokenizer {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn batch_error(&self, message: String) -> EmbedError {
+        EmbedError::Batch {
             path: self.path.clone(),
             message,
         }

@@ -51,6 +51,13 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
     }
 }
 
+fn optimizer_state(path: &Path) -> impl Fn(burn::store::RecordError) -> TrainError + '_ {
+    move |source| TrainError::OptimizerState {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// Checkpoint folder name of step `step`.
 pub fn checkpoint_name(step: u64) -> String {
     format!("step-{step:06}")
@@ -77,10 +84,7 @@ pub fn save_checkpoint<M: Module>(
     let optim_path = tmp.join("optim.bpk");
     optim
         .save(&optim_path)
-        .map_err(|source| TrainError::OptimizerState {
-            path: optim_path.clone(),
-            source,
-        })?;
+        .map_err(optimizer_state(&optim_path))?;
     let state_path = tmp.join("state.json");
     std::fs::write(
         &state_path,
@@ -181,10 +185,7 @@ pub fn load_checkpoint<M: Module>(
     let optim_path = dir.join("optim.bpk");
     let optim = optim
         .load(&optim_path)
-        .map_err(|source| TrainError::OptimizerState {
-            path: optim_path.clone(),
-            source,
-        })?;
+        .map_err(optimizer_state(&optim_path))?;
     let state_path = dir.join("state.json");
     let text = std::fs::read_to_string(&state_path).map_err(io(&state_path))?;
     let state: TrainerState = serde_json::from_str(&text).map_err(|source| TrainError::Json {

@@ -248,87 +248,46 @@ pub struct TrainConfig {
     pub run: RunSection,
 }
 
-fn default_train_split() -> String {
-    "train".into()
+/// serde's `default = "..."` functions, one line each so that a default reads beside its name.
+macro_rules! serde_defaults {
+    ($($name:ident: $ty:ty = $value:expr;)*) => {
+        $(fn $name() -> $ty { $value })*
+    };
 }
-fn default_val_split() -> String {
-    "test".into()
-}
-fn default_max_length() -> usize {
-    1536
-}
-fn default_lr() -> f64 {
-    1e-4
-}
-fn default_beta1() -> f64 {
-    0.9
-}
-fn default_beta2() -> f64 {
-    0.95
-}
-fn default_eps() -> f64 {
-    1e-8
-}
-fn default_warmup() -> u64 {
-    100
-}
-fn default_clip() -> f64 {
-    1.0
-}
-fn default_one() -> usize {
-    1
-}
-fn default_ce() -> f64 {
-    1.0
-}
-fn default_bce() -> f64 {
-    0.4
-}
-fn default_dice() -> f64 {
-    0.2
-}
-fn default_true() -> bool {
-    true
-}
-fn default_rank() -> usize {
-    8
-}
-fn default_alpha() -> f64 {
-    16.0
-}
-fn default_lora_dropout() -> f64 {
-    0.05
-}
-fn default_targets() -> Vec<String> {
-    vec!["q_proj".into(), "v_proj".into()]
-}
-fn default_fully_trained() -> Vec<String> {
-    [
+
+serde_defaults! {
+    default_train_split: String = "train".into();
+    default_val_split: String = "test".into();
+    default_max_length: usize = 1536;
+    default_lr: f64 = 1e-4;
+    default_beta1: f64 = 0.9;
+    default_beta2: f64 = 0.95;
+    default_eps: f64 = 1e-8;
+    default_warmup: u64 = 100;
+    default_clip: f64 = 1.0;
+    default_one: usize = 1;
+    default_ce: f64 = 1.0;
+    default_bce: f64 = 0.4;
+    default_dice: f64 = 0.2;
+    default_true: bool = true;
+    default_rank: usize = 8;
+    default_alpha: f64 = 16.0;
+    default_lora_dropout: f64 = 0.05;
+    default_targets: Vec<String> = vec!["q_proj".into(), "v_proj".into()];
+    default_fully_trained: Vec<String> = [
         "llm.embed_tokens",
         "llm.lm_head",
         "grounding_encoder.mask_decoder",
         "text_hidden_fcs",
     ]
     .map(String::from)
-    .to_vec()
-}
-fn default_task() -> Task {
-    Task::Segment
-}
-fn default_seed() -> u64 {
-    42
-}
-fn default_keep() -> usize {
-    2
-}
-fn default_new_tokens() -> usize {
-    512
-}
-fn default_bad_steps() -> u32 {
-    5
-}
-fn default_devices() -> Vec<String> {
-    vec!["cpu".into()]
+    .to_vec();
+    default_task: Task = Task::Segment;
+    default_seed: u64 = 42;
+    default_keep: usize = 2;
+    default_new_tokens: usize = 512;
+    default_bad_steps: u32 = 5;
+    default_devices: Vec<String> = vec!["cpu".into()];
 }
 
 impl Default for OptimSection {

@@ -18,6 +18,9 @@ pub enum TrainError {
         #[source]
         source: toml::de::Error,
     },
+    /// The `[trainable]` LoRA settings cannot be applied to the LLM.
+    #[error("config trainable: {0}")]
+    Lora(#[source] legion_model::llama::lora::LoraError),
     /// A file or folder could not be read or written.
     #[error("{path}: {source}")]
     Io {

@@ -22,7 +22,8 @@ pub const REFERENCE_BUFFERS: &[&str] = &[r"positional_encoding_gaussian_matrix$"
 /// for the gradients to exist).
 ///
 /// # Errors
-/// [`TrainError::Config`] on an invalid LoRA setting or module path.
+/// [`TrainError::Lora`] on an invalid LoRA setting, [`TrainError::Config`] on an invalid
+/// module path.
 pub fn configure_trainable(model: Legion, plan: &TrainableSection) -> Result<Legion, TrainError> {
     let bad = |message: String| TrainError::Config {
         source_name: "trainable".into(),
@@ -57,7 +58,7 @@ pub fn configure_trainable(model: Legion, plan: &TrainableSection) -> Result<Leg
             init_std: None,
             dropout: plan.lora_dropout,
         };
-        model.llm = apply_lora(model.llm, &lora).map_err(|e| bad(e.to_string()))?;
+        model.llm = apply_lora(model.llm, &lora).map_err(TrainError::Lora)?;
     }
     if !plan.fully_trained.is_empty() {
         let patterns: Vec<String> = plan

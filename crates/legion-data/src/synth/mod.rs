@@ -154,7 +154,7 @@ struct Sample {
 ///
 /// # Errors
 /// [`DataError::Invalid`] for a bad configuration, [`DataError::Io`] when a file cannot be
-/// written, [`DataError::Image`] if PNG encoding fails.
+/// written, [`DataError::ImageEncode`] if PNG encoding fails.
 pub fn generate(root: &Path, cfg: &SynthConfig) -> Result<SynthReport, DataError> {
     generate_with_progress(root, cfg, &NoProgress)
 }
@@ -332,9 +332,9 @@ fn render_sample(
         size,
         image::ExtendedColorType::Rgb8,
     )
-    .map_err(|e| DataError::Image {
+    .map_err(|source| DataError::ImageEncode {
         location: location.clone(),
-        message: format!("PNG encoding failed: {e}"),
+        source: Box::new(source),
     })?;
     let all_polygons: Vec<canvas::Ring> = artifacts
         .iter()

@@ -156,7 +156,10 @@ impl Legion {
                 .iou_predictions
                 .into_data()
                 .try_to_vec::<f32>()
-                .map_err(|e| LegionError::Input(format!("IoU predictions: {e:?}")))?;
+                .map_err(|source| LegionError::Readback {
+                    what: "IoU predictions",
+                    source: Box::new(source),
+                })?;
             let artifacts = (0..n)
                 .map(|k| {
                     let logits = masks.logits.clone().narrow(0, k, 1).reshape([h, w]);

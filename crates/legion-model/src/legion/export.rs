@@ -23,82 +23,76 @@ use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::tensor::FloatDType;
 
 use super::{Legion, glamm_legion_remaps};
+use crate::clip_vision::{clip_tower_export_remap, glamm_clip_prefix};
 use crate::weights::dtype::ExportAdapter;
 use crate::weights::{KeyRemap, RemapTable, WeightsError};
 
 /// burn field paths of [`Legion`] -> GLaMM / LEGION reference keys, applied in order (each
 /// rule on the result of the previous one, like the import tables).
-pub const GLAMM_LEGION_EXPORT_REMAP: &[KeyRemap] = &[
-    // SAM `Sequential` indices (inverse of SAM_REMAP), under any prefix.
-    (
-        r"(^|\.)image_encoder\.neck\.conv1\.",
-        "${1}image_encoder.neck.0.",
-    ),
-    (
-        r"(^|\.)image_encoder\.neck\.norm1\.",
-        "${1}image_encoder.neck.1.",
-    ),
-    (
-        r"(^|\.)image_encoder\.neck\.conv2\.",
-        "${1}image_encoder.neck.2.",
-    ),
-    (
-        r"(^|\.)image_encoder\.neck\.norm2\.",
-        "${1}image_encoder.neck.3.",
-    ),
-    (
-        r"(^|\.)prompt_encoder\.mask_downscaling\.conv1\.",
-        "${1}prompt_encoder.mask_downscaling.0.",
-    ),
-    (
-        r"(^|\.)prompt_encoder\.mask_downscaling\.norm1\.",
-        "${1}prompt_encoder.mask_downscaling.1.",
-    ),
-    (
-        r"(^|\.)prompt_encoder\.mask_downscaling\.conv2\.",
-        "${1}prompt_encoder.mask_downscaling.3.",
-    ),
-    (
-        r"(^|\.)prompt_encoder\.mask_downscaling\.norm2\.",
-        "${1}prompt_encoder.mask_downscaling.4.",
-    ),
-    (
-        r"(^|\.)prompt_encoder\.mask_downscaling\.conv3\.",
-        "${1}prompt_encoder.mask_downscaling.6.",
-    ),
-    (
-        r"(^|\.)mask_decoder\.output_upscaling\.conv_transpose1\.",
-        "${1}mask_decoder.output_upscaling.0.",
-    ),
-    (
-        r"(^|\.)mask_decoder\.output_upscaling\.norm\.",
-        "${1}mask_decoder.output_upscaling.1.",
-    ),
-    (
-        r"(^|\.)mask_decoder\.output_upscaling\.conv_transpose2\.",
-        "${1}mask_decoder.output_upscaling.3.",
-    ),
-    (r"^grounding_encoder\.", "model.grounding_encoder."),
-    // HF CLIP inside GLaMM's CLIPVisionTower.
-    (
-        r"^vision_tower\.layers\.",
-        "model.vision_tower.vision_tower.vision_model.encoder.layers.",
-    ),
-    (
-        r"^vision_tower\.pre_layernorm\.",
-        "model.vision_tower.vision_tower.vision_model.pre_layrnorm.",
-    ),
-    (
-        r"^vision_tower\.",
-        "model.vision_tower.vision_tower.vision_model.",
-    ),
-    (r"^mm_projector\.fc1\.", "model.mm_projector.0."),
-    (r"^mm_projector\.fc2\.", "model.mm_projector.2."),
-    (r"^text_hidden_fcs\.fc1\.", "model.text_hidden_fcs.0.0."),
-    (r"^text_hidden_fcs\.fc2\.", "model.text_hidden_fcs.0.2."),
-    (r"^llm\.lm_head\.", "lm_head."),
-    (r"^llm\.", "model."),
-];
+pub const GLAMM_LEGION_EXPORT_REMAP: &[KeyRemap] = clip_tower_export_remap!(
+    // HF CLIP inside GLaMM's CLIPVisionTower (the names from the one CLIP key table).
+    r"vision_tower\.", glamm_clip_prefix!(key);
+    [
+        // SAM `Sequential` indices (inverse of SAM_REMAP), under any prefix.
+        (
+            r"(^|\.)image_encoder\.neck\.conv1\.",
+            "${1}image_encoder.neck.0.",
+        ),
+        (
+            r"(^|\.)image_encoder\.neck\.norm1\.",
+            "${1}image_encoder.neck.1.",
+        ),
+        (
+            r"(^|\.)image_encoder\.neck\.conv2\.",
+            "${1}image_encoder.neck.2.",
+        ),
+        (
+            r"(^|\.)image_encoder\.neck\.norm2\.",
+            "${1}image_encoder.neck.3.",
+        ),
+        (
+            r"(^|\.)prompt_encoder\.mask_downscaling\.conv1\.",
+            "${1}prompt_encoder.mask_downscaling.0.",
+        ),
+        (
+            r"(^|\.)prompt_encoder\.mask_downscaling\.norm1\.",
+            "${1}prompt_encoder.mask_downscaling.1.",
+        ),
+        (
+            r"(^|\.)prompt_encoder\.mask_downscaling\.conv2\.",
+            "${1}prompt_encoder.mask_downscaling.3.",
+        ),
+        (
+            r"(^|\.)prompt_encoder\.mask_downscaling\.norm2\.",
+            "${1}prompt_encoder.mask_downscaling.4.",
+        ),
+        (
+            r"(^|\.)prompt_encoder\.mask_downscaling\.conv3\.",
+            "${1}prompt_encoder.mask_downscaling.6.",
+        ),
+        (
+            r"(^|\.)mask_decoder\.output_upscaling\.conv_transpose1\.",
+            "${1}mask_decoder.output_upscaling.0.",
+        ),
+        (
+            r"(^|\.)mask_decoder\.output_upscaling\.norm\.",
+            "${1}mask_decoder.output_upscaling.1.",
+        ),
+        (
+            r"(^|\.)mask_decoder\.output_upscaling\.conv_transpose2\.",
+            "${1}mask_decoder.output_upscaling.3.",
+        ),
+        (r"^grounding_encoder\.", "model.grounding_encoder.")
+    ];
+    [
+        (r"^mm_projector\.fc1\.", "model.mm_projector.0."),
+        (r"^mm_projector\.fc2\.", "model.mm_projector.2."),
+        (r"^text_hidden_fcs\.fc1\.", "model.text_hidden_fcs.0.0."),
+        (r"^text_hidden_fcs\.fc2\.", "model.text_hidden_fcs.0.2."),
+        (r"^llm\.lm_head\.", "lm_head."),
+        (r"^llm\.", "model.")
+    ]
+);
 
 /// How [`export_glamm_safetensors`] writes.
 #[derive(Debug, Clone, Default)]
@@ -130,7 +124,7 @@ fn skip_vision_tower(path: &str, _container: &str) -> bool {
 /// # Errors
 /// [`WeightsError::Source`] when the file exists and `overwrite` is off, or the reverse table
 /// does not invert the import table for some parameter (a bug: the message names it);
-/// [`WeightsError::Read`] when writing fails.
+/// [`WeightsError::Write`] when writing fails.
 pub fn export_glamm_safetensors(
     model: &Legion,
     path: &Path,
@@ -189,9 +183,10 @@ pub fn export_glamm_safetensors(
     }
     model
         .save_into(&mut store)
-        .map_err(|e| WeightsError::Read {
+        .map_err(|e| WeightsError::Write {
             path: path.to_path_buf(),
-            message: format!("cannot write safetensors: {e}"),
+            what: "cannot write safetensors",
+            source: Box::new(e),
         })?;
     tracing::debug!(path = %path.display(), tensors = keys.len(), "GLaMM safetensors exported");
     Ok(ExportReport {
@@ -226,6 +221,14 @@ mod tests {
         assert_eq!(
             export.apply("vision_tower.pre_layernorm.weight"),
             "model.vision_tower.vision_tower.vision_model.pre_layrnorm.weight"
+        );
+        assert_eq!(
+            export.apply("vision_tower.layers.0.mlp.fc1.weight"),
+            "model.vision_tower.vision_tower.vision_model.encoder.layers.0.mlp.fc1.weight"
+        );
+        assert_eq!(
+            export.apply("vision_tower.embeddings.patch_embedding.weight"),
+            "model.vision_tower.vision_tower.vision_model.embeddings.patch_embedding.weight"
         );
         assert_eq!(export.apply("llm.lm_head.weight"), "lm_head.weight");
         assert_eq!(

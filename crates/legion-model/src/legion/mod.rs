@@ -97,6 +97,13 @@ pub enum LegionError {
     /// Inputs with inconsistent shapes or ids.
     #[error("invalid LEGION input: {0}")]
     Input(String),
+    /// An output tensor (`what`) could not be read back from the device.
+    #[error("reading the {what} back from the device: {source}")]
+    Readback {
+        what: &'static str,
+        #[source]
+        source: Box<burn::tensor::DataError>,
+    },
 }
 
 /// Key remaps from the GLaMM / LEGION combined state dict (`LegionForCausalLM.state_dict()`,

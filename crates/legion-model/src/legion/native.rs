@@ -41,8 +41,8 @@ pub struct NativeFiles {
 /// `metadata` goes into the `.bpk` header under `legion.<key>` (e.g. the source checkpoint).
 ///
 /// # Errors
-/// [`WeightsError::Source`] when the folder cannot be created or a file exists and
-/// `overwrite` is off; [`WeightsError::Read`] when writing fails.
+/// [`WeightsError::SourceIo`] when the folder cannot be created, [`WeightsError::Source`] when
+/// a file exists and `overwrite` is off; [`WeightsError::Write`] when writing fails.
 pub fn save_native(
     model: &Legion,
     config: &LegionConfig,
@@ -50,11 +50,10 @@ pub fn save_native(
     metadata: &BTreeMap<String, String>,
     overwrite: bool,
 ) -> Result<NativeFiles, WeightsError> {
-    let source_error = |path: &Path, message: String| WeightsError::Source {
-        path: path.to_path_buf(),
-        message,
-    };
-    std::fs::create_dir_all(dir).map_err(|e| source_error(dir, e.to_string()))?;
+    std::fs::create_dir_all(dir).map_err(|source| WeightsError::SourceIo {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let files = NativeFiles {
         config: dir.join(NATIVE_CONFIG_FILE),
         weights: dir.join(NATIVE_WEIGHTS_FILE),
@@ -62,10 +61,10 @@ pub fn save_native(
     if !overwrite {
         for path in [&files.config, &files.weights] {
             if path.exists() {
-                return Err(source_error(
-                    path,
-                    "the file exists (pass overwrite / --force to replace it)".into(),
-                ));
+                return Err(WeightsError::Source {
+                    path: path.clone(),
+                    message: "the file exists (pass overwrite / --force to replace it)".into(),
+                });
             }
         }
     }
@@ -77,14 +76,18 @@ pub fn save_native(
     }
     model
         .save_into(&mut store)
-        .map_err(|e| WeightsError::Read {
+        .map_err(|e| WeightsError::Write {
             path: files.weights.clone(),
-            message: format!("cannot write burnpack: {e}"),
+            what: "cannot write burnpack",
+            source: Box::new(e),
         })?;
-    config.save(&files.config).map_err(|e| WeightsError::Read {
-        path: files.config.clone(),
-        message: format!("cannot write config: {e}"),
-    })?;
+    config
+        .save(&files.config)
+        .map_err(|e| WeightsError::Write {
+            path: files.config.clone(),
+            what: "cannot write config",
+            source: Box::new(e),
+        })?;
     tracing::debug!(dir = %dir.display(), "native model written");
     Ok(files)
 }
@@ -117,7 +120,8 @@ pub fn load_native(
     }
     let config = LegionConfig::load(&config_path).map_err(|e| WeightsError::Read {
         path: config_path.clone(),
-        message: format!("not a LegionConfig: {e}"),
+        what: "not a LegionConfig",
+        source: Box::new(e),
     })?;
     let mut model = config.init(device)?;
     let adapter = ImportAdapter::native(TargetDTypes::resolve(&model, float_dtype));
@@ -129,7 +133,8 @@ pub fn load_native(
         .load_from(&mut store)
         .map_err(|e| WeightsError::Read {
             path: weights_path.clone(),
-            message: format!("not a readable burnpack file: {e}"),
+            what: "not a readable burnpack file",
+            source: Box::new(e),
         })?;
     check_result(&weights_path, &result, &Allowances::strict())?;
     tracing::debug!(dir = %dir.display(), applied = result.applied.len(), "native model loaded");

@@ -43,9 +43,30 @@ pub enum LlamaError {
     /// Loading weights failed.
     #[error(transparent)]
     Weights(#[from] WeightsError),
-    /// An HF `config.json` could not be read or is not a supported LLaMA config.
+    /// An HF `config.json` is not a supported LLaMA config (a field missing or unsupported).
     #[error("LLaMA config {path}: {message}")]
     Config { path: String, message: String },
+    /// An HF `config.json` could not be read.
+    #[error("LLaMA config {path}: {source}")]
+    ConfigIo {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An HF `config.json` is not JSON.
+    #[error("LLaMA config {path}: {source}")]
+    ConfigJson {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An HF `config.json` holds a value no LLaMA can be built from.
+    #[error("LLaMA config {path}: {source}")]
+    ConfigInvalid {
+        path: String,
+        #[source]
+        source: crate::config_check::InvalidConfig,
+    },
 }
 
 /// Hyper-parameters of a LLaMA-architecture causal LM (HF `LlamaConfig` field names).
@@ -131,17 +152,25 @@ impl LlamaConfig {
     /// Reads an HF `config.json` of a LLaMA model.
     ///
     /// # Errors
-    /// [`LlamaError::Config`] when the file is unreadable, a field is missing, or the config
-    /// uses something this implementation does not (rope scaling, biases, tied embeddings,
-    /// an activation other than SiLU, an explicit `head_dim` different from hidden/heads).
+    /// [`LlamaError::ConfigIo`] / [`LlamaError::ConfigJson`] when the file is unreadable or not
+    /// JSON, [`LlamaError::ConfigInvalid`] for a value no model can be built from,
+    /// [`LlamaError::Config`] when a field is missing or the config uses something this
+    /// implementation does not (rope scaling, biases, tied embeddings, an activation other than
+    /// SiLU, an explicit `head_dim` different from hidden/heads).
     pub fn from_hf_config_json(path: &Path) -> Result<Self, LlamaError> {
         let err = |message: String| LlamaError::Config {
             path: path.display().to_string(),
             message,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let text = std::fs::read_to_string(path).map_err(|source| LlamaError::ConfigIo {
+            path: path.display().to_string(),
+            source,
+        })?;
         let json: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+            serde_json::from_str(&text).map_err(|source| LlamaError::ConfigJson {
+                path: path.display().to_string(),
+                source,
+            })?;
         let usize_field = |name: &str| -> Result<usize, LlamaError> {
             json.get(name)
                 .and_then(serde_json::Value::as_u64)
@@ -206,7 +235,12 @@ impl LlamaConfig {
                 "hidden_act `{act}` is not supported (only silu)"
             )));
         }
-        config.validate().map_err(|e| err(e.to_string()))?;
+        config
+            .validate()
+            .map_err(|source| LlamaError::ConfigInvalid {
+                path: path.display().to_string(),
+                source,
+            })?;
         if let Some(hd) = json.get("head_dim").and_then(serde_json::Value::as_u64)
             && hd as usize != config.head_dim()
         {

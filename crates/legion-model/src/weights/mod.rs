@@ -61,22 +61,71 @@ pub type KeyRemap = (&'static str, &'static str);
 /// Errors from loading weights into a module.
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
-    /// The file could not be read or parsed (truncated, corrupt, not of its format).
-    #[error("cannot read weights from {path}: {message}")]
-    Read { path: PathBuf, message: String },
+    /// The file could not be read or parsed (truncated, corrupt, not of its format). `what`
+    /// says what the reader expected (`not a readable safetensors file`).
+    #[error("cannot read weights from {path}: {what}: {source}")]
+    Read {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The file was read but holds no tensor.
+    #[error(
+        "cannot read weights from {path}: the file holds no tensors (a pickled module object \
+         instead of a state dict, or a wrong top-level key?)"
+    )]
+    NoTensors { path: PathBuf },
+    /// A PyTorch pickle names Python globals a weights file has no use for.
+    #[error(
+        "cannot read weights from {path}: the pickle names Python globals a weights file has \
+         no use for (a restricted unpickler refuses them; nothing was executed): {}",
+        globals.join(", ")
+    )]
+    ForeignGlobals { path: PathBuf, globals: Vec<String> },
+    /// Weights or their config could not be written. `what` says which file.
+    #[error("cannot write weights to {path}: {what}: {source}")]
+    Write {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Nothing loadable at the path, or the choice is ambiguous.
     #[error("no checkpoint at {path}: {message}")]
     Source { path: PathBuf, message: String },
+    /// The path (file or folder) cannot be inspected or created.
+    #[error("no checkpoint at {path}: {source}")]
+    SourceIo {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// A sharded checkpoint's index disagrees with its shards.
     #[error("sharded checkpoint index {index} is inconsistent: {message}")]
     Index { index: PathBuf, message: String },
+    /// A sharded checkpoint's index cannot be read.
+    #[error("sharded checkpoint index {index}: {source}")]
+    IndexIo {
+        index: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A sharded checkpoint's index is not JSON.
+    #[error("sharded checkpoint index {index} is not JSON: {source}")]
+    IndexJson {
+        index: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     /// A remap or allowance pattern does not compile.
-    #[error("invalid {what} pattern `{pattern}`: {message}")]
+    #[error("invalid {what} pattern `{pattern}`: {source}")]
     Pattern {
         /// `remap`, `allow-missing` or `allow-unexpected`.
         what: &'static str,
         pattern: String,
-        message: String,
+        #[source]
+        source: regex_lite::Error,
     },
     /// Several file tensors remap to one burn path (a too-broad remap rule).
     #[error(
@@ -91,6 +140,20 @@ pub enum WeightsError {
     /// A PEFT adapter's config is unusable, or its tensors do not fit the model.
     #[error("PEFT adapter {path}: {message}")]
     Adapter { path: PathBuf, message: String },
+    /// A PEFT adapter has no readable `adapter_config.json`.
+    #[error("no checkpoint at {path}: a PEFT adapter needs its adapter_config.json: {source}")]
+    AdapterConfigMissing {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A PEFT adapter's `adapter_config.json` is not JSON of PEFT's LoRA config.
+    #[error("PEFT adapter {path}: not a LoRA adapter config: {source}")]
+    AdapterConfig {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     /// The file was read but does not match the module.
     #[error(
         "weights in {path} do not match the model ({} missing, {} unexpected, {} errors){}\n\

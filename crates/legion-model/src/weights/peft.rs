@@ -150,8 +150,10 @@ impl PeftAdapter {
     /// `adapter_model.bin`) or an adapter weights file with `adapter_config.json` beside it.
     ///
     /// # Errors
-    /// [`WeightsError::Source`] when a file is missing, [`WeightsError::Adapter`] when the
-    /// config is unreadable or asks for something a merge cannot do (not LoRA, DoRA,
+    /// [`WeightsError::Source`] when the weights are missing,
+    /// [`WeightsError::AdapterConfigMissing`] without a readable `adapter_config.json`,
+    /// [`WeightsError::AdapterConfig`] when it is not JSON of a LoRA config,
+    /// [`WeightsError::Adapter`] when it asks for something a merge cannot do (not LoRA, DoRA,
     /// `fan_in_fan_out`, rank 0).
     pub fn open(path: &Path) -> Result<Self, WeightsError> {
         let (dir, weights_path) = if path.is_dir() {
@@ -182,12 +184,17 @@ impl PeftAdapter {
             path: config_path.clone(),
             message,
         };
-        let text = std::fs::read_to_string(&config_path).map_err(|e| WeightsError::Source {
-            path: config_path.clone(),
-            message: format!("a PEFT adapter needs its adapter_config.json: {e}"),
+        let text = std::fs::read_to_string(&config_path).map_err(|source| {
+            WeightsError::AdapterConfigMissing {
+                path: config_path.clone(),
+                source,
+            }
         })?;
-        let config: PeftAdapterConfig = serde_json::from_str(&text)
-            .map_err(|e| adapter_error(format!("not a LoRA adapter config: {e}")))?;
+        let config: PeftAdapterConfig =
+            serde_json::from_str(&text).map_err(|source| WeightsError::AdapterConfig {
+                path: config_path.clone(),
+                source,
+            })?;
         if !config.peft_type.eq_ignore_ascii_case("LORA") {
             return Err(adapter_error(format!(
                 "peft_type `{}`: only LoRA adapters can be merged",

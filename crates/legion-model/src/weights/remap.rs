@@ -87,10 +87,10 @@ pub(crate) fn compile(
     what: &'static str,
     pattern: &str,
 ) -> Result<regex_lite::Regex, WeightsError> {
-    regex_lite::Regex::new(pattern).map_err(|e| WeightsError::Pattern {
+    regex_lite::Regex::new(pattern).map_err(|source| WeightsError::Pattern {
         what,
         pattern: pattern.to_string(),
-        message: e.to_string(),
+        source,
     })
 }
 

@@ -91,11 +91,10 @@ impl CheckpointSource {
     /// [`WeightsError::Index`] when an index is unreadable or names a shard that does not
     /// exist.
     pub fn resolve(path: &Path) -> Result<Self, WeightsError> {
-        let source_error = |message: String| WeightsError::Source {
+        let metadata = std::fs::metadata(path).map_err(|source| WeightsError::SourceIo {
             path: path.to_path_buf(),
-            message,
-        };
-        let metadata = std::fs::metadata(path).map_err(|e| source_error(e.to_string()))?;
+            source,
+        })?;
         if metadata.is_dir() {
             return Self::resolve_folder(path);
         }
@@ -168,9 +167,9 @@ impl CheckpointSource {
         // Any other naming: the folder's only index, else its only weights file.
         let mut indexes = Vec::new();
         let mut weights = Vec::new();
-        let entries = std::fs::read_dir(dir).map_err(|e| WeightsError::Source {
+        let entries = std::fs::read_dir(dir).map_err(|source| WeightsError::SourceIo {
             path: dir.to_path_buf(),
-            message: e.to_string(),
+            source,
         })?;
         for entry in entries.flatten() {
             let path = entry.path();
@@ -217,9 +216,15 @@ impl CheckpointSource {
             index: index.to_path_buf(),
             message,
         };
-        let text = std::fs::read_to_string(index).map_err(|e| index_error(e.to_string()))?;
+        let text = std::fs::read_to_string(index).map_err(|source| WeightsError::IndexIo {
+            index: index.to_path_buf(),
+            source,
+        })?;
         let json: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| index_error(format!("not JSON: {e}")))?;
+            serde_json::from_str(&text).map_err(|source| WeightsError::IndexJson {
+                index: index.to_path_buf(),
+                source,
+            })?;
         let weight_map = json
             .get("weight_map")
             .and_then(|m| m.as_object())
@@ -319,16 +324,19 @@ impl CheckpointSource {
         top_level_key: &TopLevelKey,
     ) -> Result<Vec<PackTensor>, WeightsError> {
         let shard = &self.shards[index];
-        let read_error = |message: String| WeightsError::Read {
-            path: shard.path.clone(),
-            message,
+        let read_error = |what: &'static str| {
+            move |source: Box<dyn std::error::Error + Send + Sync>| WeightsError::Read {
+                path: shard.path.clone(),
+                what,
+                source,
+            }
         };
         let tensors: Vec<PackTensor> = match shard.format {
             CheckpointFormat::Safetensors => {
                 let mut store = SafetensorsStore::from_file(&shard.path);
                 store
                     .get_all_tensors()
-                    .map_err(|e| read_error(format!("not a readable safetensors file: {e}")))?
+                    .map_err(|e| read_error("not a readable safetensors file")(e.into()))?
                     .values()
                     .cloned()
                     .collect()
@@ -346,7 +354,7 @@ impl CheckpointSource {
                     Some(key) => PytorchReader::with_top_level_key(&shard.path, key),
                     None => PytorchReader::new(&shard.path),
                 }
-                .map_err(|e| read_error(format!("not a readable PyTorch checkpoint: {e}")))?;
+                .map_err(|e| read_error("not a readable PyTorch checkpoint")(e.into()))?;
                 if let Some(key) = &key {
                     tracing::debug!(path = %shard.path.display(), key, "state dict under a top-level key");
                 }
@@ -358,11 +366,9 @@ impl CheckpointSource {
             }
         };
         if tensors.is_empty() {
-            return Err(read_error(
-                "the file holds no tensors (a pickled module object instead of a state dict, \
-                 or a wrong top-level key?)"
-                    .into(),
-            ));
+            return Err(WeightsError::NoTensors {
+                path: shard.path.clone(),
+            });
         }
         if let (Some(listed), SourceLayout::Sharded { index }) = (&shard.listed_keys, &self.layout)
         {
@@ -412,20 +418,18 @@ impl CheckpointSource {
 /// loading the tensors beside it would hide that; `torch.load(weights_only=True)` refuses such
 /// files too.
 fn read_pickle_restricted(path: &Path) -> Result<PickleValue, WeightsError> {
-    let read_error = |message: String| WeightsError::Read {
+    let root = PytorchReader::read_pickle_data(path, None).map_err(|e| WeightsError::Read {
         path: path.to_path_buf(),
-        message,
-    };
-    let root = PytorchReader::read_pickle_data(path, None)
-        .map_err(|e| read_error(format!("not a readable PyTorch checkpoint: {e}")))?;
+        what: "not a readable PyTorch checkpoint",
+        source: e.into(),
+    })?;
     let mut refused = BTreeSet::new();
     foreign_globals(&root, &mut refused);
     if !refused.is_empty() {
-        return Err(read_error(format!(
-            "the pickle names Python globals a weights file has no use for (a restricted \
-             unpickler refuses them; nothing was executed): {}",
-            refused.into_iter().collect::<Vec<_>>().join(", ")
-        )));
+        return Err(WeightsError::ForeignGlobals {
+            path: path.to_path_buf(),
+            globals: refused.into_iter().collect(),
+        });
     }
     Ok(root)
 }
@@ -508,7 +512,8 @@ fn detect_format(path: &Path) -> Result<CheckpointFormat, WeightsError> {
         .and_then(|mut f| f.read(&mut head))
         .map_err(|e| WeightsError::Read {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            what: "cannot read the file's first bytes",
+            source: e.into(),
         })?;
     let head = &head[..read];
     if head.starts_with(b"PK\x03\x04") || head.first() == Some(&0x80) {
