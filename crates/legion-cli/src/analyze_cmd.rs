@@ -21,6 +21,7 @@ use legion_infer::detect::Detector;
 use legion_infer::html::{ReportEntry, analysis_report, write_html};
 use legion_infer::infer::{InferOptions, dataset_images, run_infer};
 use legion_infer::input::{expand_inputs, prepare_all};
+use legion_infer::shard::{Shard, merge_shards};
 
 use crate::progress::Bar;
 use crate::weights_cmd::DTypeArg;
@@ -199,9 +200,79 @@ pub struct InferArgs {
     /// only (not on order, batch size or resume).
     #[arg(long, default_value_t = legion_data::perturb::DEFAULT_PERTURB_SEED)]
     pub perturb_seed: u64,
+    /// Run only part K of N (0-based) of the images, into <out>/shards/K-of-N (resumable per
+    /// shard); `legion merge-shards` assembles the parts into <out> as one run writes it. The
+    /// partition is whole batches of --batch-size (keep it the same for every part). Under
+    /// `mpirun`/`srun` (with the `mpi` feature) and without this flag, each rank runs its part
+    /// and rank 0 merges.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<Shard>,
 }
 
-/// Runs `legion infer`.
+/// Arguments of `legion merge-shards`.
+#[derive(Debug, Args)]
+pub struct MergeShardsArgs {
+    /// The dataset the shards ran on (as given to `legion infer --data`).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Its split.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// The `--out` of the shards (holding shards/K-of-N/).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// How many shards (N of --shard K/N).
+    #[arg(long)]
+    pub shards: usize,
+}
+
+/// Runs `legion merge-shards`.
+pub fn run_merge_shards(args: MergeShardsArgs) -> anyhow::Result<ExitCode> {
+    if args.shards == 0 {
+        bail!("--shards must be at least 1");
+    }
+    let images = dataset_images(&args.data, &args.split)?;
+    merge_and_report(&images, &args.data, &args.split, &args.out, args.shards)
+}
+
+/// Merges the shards and prints what was merged; exit 1 when an image has no prediction.
+fn merge_and_report(
+    images: &[PathBuf],
+    data: &std::path::Path,
+    split: &str,
+    out: &std::path::Path,
+    shards: usize,
+) -> anyhow::Result<ExitCode> {
+    let summary = merge_shards(images, out, shards)
+        .with_context(|| format!("merging the shards under {}", out.display()))?;
+    println!(
+        "merged {shards} shards: {} of {} images -> {}",
+        summary.merged,
+        summary.total,
+        out.display()
+    );
+    for path in &summary.missing {
+        eprintln!("missing (failed or not run): {}", path.display());
+    }
+    print_score_hint(data, split, out);
+    Ok(if summary.missing.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn print_score_hint(data: &std::path::Path, split: &str, out: &std::path::Path) {
+    println!(
+        "score with: legion eval --gt {} --split {split} --masks {} --explanations {}",
+        data.display(),
+        out.join("masks").display(),
+        out.join("explanations.jsonl").display()
+    );
+}
+
+/// Runs `legion infer`: all images, the part `--shard` names, or (under an MPI launcher,
+/// with the `mpi` feature) this rank's part followed by rank 0's merge.
 pub fn run_infer_cmd(args: InferArgs) -> anyhow::Result<ExitCode> {
     // Parse before loading the model: a bad spec fails in milliseconds.
     let perturbation = args
@@ -211,6 +282,29 @@ pub fn run_infer_cmd(args: InferArgs) -> anyhow::Result<ExitCode> {
         .transpose()
         .context("--perturb")?;
     let images = dataset_images(&args.data, &args.split)?;
+    if args.shard.is_none()
+        && let Some(ranks) = legion_train::distributed::launcher_world_size()
+        && ranks > 1
+    {
+        return run_infer_ranks(args, images);
+    }
+    let code = infer_part(&args, &images, args.shard)?;
+    if args.shard.is_none() {
+        print_score_hint(&args.data, &args.split, &args.out);
+    }
+    Ok(code)
+}
+
+/// Analyses `shard` of `images` (all of them without one) and prints what was done.
+fn infer_part(
+    args: &InferArgs,
+    images: &[PathBuf],
+    shard: Option<Shard>,
+) -> anyhow::Result<ExitCode> {
+    let (part, out) = match shard {
+        Some(shard) => (shard.select(images, args.batch_size), shard.dir(&args.out)),
+        None => (images.to_vec(), args.out.clone()),
+    };
     let analyzer = args.model.load()?;
     let options = InferOptions {
         batch_size: args.batch_size,
@@ -221,30 +315,78 @@ pub fn run_infer_cmd(args: InferArgs) -> anyhow::Result<ExitCode> {
     if let Some(p) = &options.perturbation {
         eprintln!("perturbation {p}: {}", p.describe());
     }
-    let summary = run_infer(&analyzer, &images, &args.out, &options, &Bar::default())?;
+    let summary = run_infer(&analyzer, &part, &out, &options, &Bar::default())?;
     println!(
-        "{} images: {} analysed, {} already done, {} failed -> {}",
+        "{}{} images: {} analysed, {} already done, {} failed -> {}",
+        shard.map(|s| format!("shard {s}: ")).unwrap_or_default(),
         summary.total,
         summary.analysed,
         summary.skipped,
         summary.failed.len(),
-        args.out.display()
+        out.display()
     );
     for (path, reason) in &summary.failed {
         eprintln!("failed: {}: {reason}", path.display());
     }
-    println!(
-        "score with: legion eval --gt {} --split {} --masks {} --explanations {}",
-        args.data.display(),
-        args.split,
-        args.out.join("masks").display(),
-        args.out.join("explanations.jsonl").display()
-    );
+    if let Some(shard) = shard {
+        println!(
+            "when every shard is done: legion merge-shards --data {} --split {} --out {} \
+             --shards {}",
+            args.data.display(),
+            args.split,
+            args.out.display(),
+            shard.count
+        );
+    }
     Ok(if summary.failed.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Each rank of the MPI job runs its shard; rank 0 merges once all are done.
+#[cfg(feature = "mpi")]
+fn run_infer_ranks(args: InferArgs, images: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
+    use legion_train::distributed::Collective;
+    use legion_train::distributed::mpi::MpiCollective;
+    let comm = MpiCollective::init().context("starting MPI")?;
+    let shard = Shard {
+        index: comm.rank(),
+        count: comm.size(),
+    };
+    let part = infer_part(&args, &images, Some(shard));
+    let part = match part {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: rank {}: {e:#}; stopping every rank", comm.rank());
+            comm.abort(2);
+        }
+    };
+    if let Err(e) = comm.barrier() {
+        eprintln!("error: rank {}: {e}; stopping every rank", comm.rank());
+        comm.abort(2);
+    }
+    if comm.rank() != 0 {
+        return Ok(part);
+    }
+    let merged = merge_and_report(&images, &args.data, &args.split, &args.out, shard.count)?;
+    Ok(if part == ExitCode::SUCCESS {
+        merged
+    } else {
+        part
+    })
+}
+
+/// Without the `mpi` feature, an MPI launcher would start independent full runs that write
+/// the same folder: refuse.
+#[cfg(not(feature = "mpi"))]
+fn run_infer_ranks(_args: InferArgs, _images: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
+    bail!(
+        "started by an MPI launcher with several processes, but this legion was built without \
+         the `mpi` feature: each process would analyse every image into the same folder. Give \
+         each process --shard K/N, or build with `--features mpi`"
+    )
 }
 
 /// Arguments of `legion detect`.

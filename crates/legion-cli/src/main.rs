@@ -55,6 +55,8 @@ enum Command {
     Analyze(analyze_cmd::AnalyzeArgs),
     /// Batch inference over a dataset, written in `legion eval`'s input format (resumable).
     Infer(analyze_cmd::InferArgs),
+    /// Assemble the parts of `legion infer --shard K/N` into one output, as one run writes it.
+    MergeShards(analyze_cmd::MergeShardsArgs),
     /// Image-level real/fake scores of the detection head (LegionForCls).
     Detect(analyze_cmd::DetectArgs),
     /// Refine an image: detect artifacts, repaint them with a generator, detect again.
@@ -113,6 +115,7 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Export(args) => weights_cmd::run_export(args),
         Command::Analyze(args) => analyze_cmd::run_analyze(args),
         Command::Infer(args) => analyze_cmd::run_infer_cmd(args),
+        Command::MergeShards(args) => analyze_cmd::run_merge_shards(args),
         Command::Detect(args) => analyze_cmd::run_detect(args),
         Command::Refine(args) => refine_cmd::run(args),
         Command::Regenerate(args) => refine_cmd::run_regenerate(args),

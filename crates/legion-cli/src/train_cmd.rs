@@ -5,11 +5,13 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use legion_train::distributed::{Collective, SingleProcess, launcher_world_size};
 use legion_train::evaluation::{EvalSummary, TaskEval};
-use legion_train::{StepRecord, TrainConfig, TrainObserver, TrainSummary, train};
+use legion_train::learner::LogObserver;
+use legion_train::{StepRecord, TrainConfig, TrainObserver, TrainSummary, train_with};
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -23,9 +25,27 @@ pub struct TrainArgs {
     #[arg(long)]
     resume: bool,
     /// Devices for data parallelism, comma-separated (`cpu,cpu`, `cuda:0,cuda:1`); overrides
-    /// run.devices.
+    /// run.devices. With --distributed, the devices of each process.
     #[arg(long)]
     devices: Option<String>,
+    #[command(flatten)]
+    distributed: DistributedArgs,
+}
+
+/// How several processes train one model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Distributed {
+    /// One rank per process of `mpirun -np N` / `srun` (needs the `mpi` feature).
+    Mpi,
+}
+
+#[derive(Debug, Args)]
+pub struct DistributedArgs {
+    /// Train data-parallel across the processes of an MPI launch (`mpirun -np N legion train
+    /// --distributed mpi`, or `srun`): each process takes its slice of every batch, gradients
+    /// are summed over the processes, rank 0 writes. run.batch_size must be divisible by N.
+    #[arg(long, value_enum)]
+    distributed: Option<Distributed>,
 }
 
 #[derive(Debug, Args)]
@@ -56,6 +76,8 @@ pub struct FinetuneArgs {
     /// Continue from the newest checkpoint in the run's out_dir.
     #[arg(long)]
     resume: bool,
+    #[command(flatten)]
+    distributed: DistributedArgs,
 }
 
 /// Progress bar with the loss terms, learning rate, speed and ETA.
@@ -122,6 +144,13 @@ fn print_summary(summary: &TrainSummary) {
         summary.parameters.0,
         summary.parameters.1
     );
+    if summary.ranks > 1 {
+        println!(
+            "{} processes; gradient all-reduce (host-staged) {:.2} ms per step",
+            summary.ranks,
+            summary.allreduce_seconds_per_step * 1e3
+        );
+    }
     let row = |name: &str, e: &EvalSummary| {
         println!(
             "| {name:<22} | {:>6.2} | {:>6.2} | {:>7.2} | {:>11.2} |",
@@ -167,17 +196,68 @@ fn print_summary(summary: &TrainSummary) {
     );
 }
 
-fn run_with(config: TrainConfig, resume: bool) -> Result<ExitCode> {
+fn run_with(config: TrainConfig, resume: bool, distributed: &DistributedArgs) -> Result<ExitCode> {
+    match distributed.distributed {
+        None => {
+            if let Some(ranks) = launcher_world_size()
+                && ranks > 1
+            {
+                bail!(
+                    "started by an MPI launcher with {ranks} processes but without \
+                     --distributed mpi: each would train alone into the same out_dir"
+                );
+            }
+            run_as(config, resume, &SingleProcess)
+        }
+        Some(Distributed::Mpi) => run_mpi(config, resume),
+    }
+}
+
+/// Trains as one rank of `comm`: rank 0 draws the progress and prints the summary.
+fn run_as(config: TrainConfig, resume: bool, comm: &dyn Collective) -> Result<ExitCode> {
+    if comm.rank() != 0 {
+        train_with(&config, resume, &LogObserver, comm)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let observer = BarObserver {
         bar: Mutex::new(None),
     };
-    let result = train(&config, resume, &observer);
+    let result = train_with(&config, resume, &observer, comm);
     if let Some(bar) = observer.bar.lock().expect("bar lock").take() {
         bar.finish_and_clear();
     }
     let summary = result?;
     print_summary(&summary);
     Ok(ExitCode::SUCCESS)
+}
+
+/// One rank of an MPI job. An error on any rank ends every rank (`MPI_Abort`) after printing
+/// it, so that no process waits for a dead one.
+#[cfg(feature = "mpi")]
+fn run_mpi(config: TrainConfig, resume: bool) -> Result<ExitCode> {
+    use legion_train::distributed::mpi::MpiCollective;
+    let comm = MpiCollective::init().context("starting MPI")?;
+    match run_as(config, resume, &comm) {
+        Err(e) if comm.size() > 1 => {
+            eprintln!(
+                "error: rank {} of {}: {e:#}\nerror: stopping all {} processes of the job",
+                comm.rank(),
+                comm.size(),
+                comm.size()
+            );
+            comm.abort(2)
+        }
+        result => result,
+    }
+}
+
+#[cfg(not(feature = "mpi"))]
+fn run_mpi(_config: TrainConfig, _resume: bool) -> Result<ExitCode> {
+    bail!(
+        "--distributed mpi: this legion was built without MPI support; build it with \
+         `cargo build --release -p legion-cli --features mpi` (needs an MPI library and \
+         libclang, e.g. Debian's libopenmpi-dev and libclang-dev)"
+    )
 }
 
 pub fn run_train(args: TrainArgs) -> Result<ExitCode> {
@@ -191,7 +271,7 @@ pub fn run_train(args: TrainArgs) -> Result<ExitCode> {
     }
     let config = TrainConfig::load(&args.config, &overrides)
         .with_context(|| format!("loading {}", args.config.display()))?;
-    run_with(config, args.resume)
+    run_with(config, args.resume, &args.distributed)
 }
 
 pub fn run_finetune(args: FinetuneArgs) -> Result<ExitCode> {
@@ -209,7 +289,7 @@ pub fn run_finetune(args: FinetuneArgs) -> Result<ExitCode> {
     overrides.extend(args.overrides);
     let config = TrainConfig::load(&args.config, &overrides)
         .with_context(|| format!("loading {}", args.config.display()))?;
-    run_with(config, args.resume)
+    run_with(config, args.resume, &args.distributed)
 }
 
 fn toml_string(path: &std::path::Path) -> String {

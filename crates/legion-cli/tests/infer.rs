@@ -515,3 +515,107 @@ fn regenerate_records_every_round_with_the_rewritten_prompts() {
         assert!(out.join(file).is_file(), "{file}");
     }
 }
+
+/// `infer --shard K/N` runs disjoint parts; `merge-shards` assembles them into exactly the
+/// folder of an unsharded run (same explanations file, same mask bytes), so `legion eval`
+/// gives the same numbers.
+#[test]
+fn sharded_infer_merges_into_exactly_the_unsharded_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = bundle(dir.path());
+    let infer = |out: &Path, extra: &[&str]| {
+        run_ok(
+            legion()
+                .arg("infer")
+                .arg("--data")
+                .arg(tiny_data())
+                .arg("--checkpoint")
+                .arg(&model)
+                .arg("--out")
+                .arg(out)
+                .args(["--batch-size", "4", "--max-new-tokens", "32"])
+                .args(extra),
+        )
+    };
+    let (whole, sharded) = (dir.path().join("whole"), dir.path().join("sharded"));
+    infer(&whole, &[]);
+    let mut counts = Vec::new();
+    for k in 0..3 {
+        let shard = format!("{k}/3");
+        let stdout = infer(&sharded, &["--shard", &shard]);
+        let n: usize = stdout
+            .split(&format!("shard {shard}: "))
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{stdout}"));
+        counts.push(n);
+    }
+    // 40 images in batches of 4: batches 0,3,6,9 / 1,4,7 / 2,5,8.
+    assert_eq!(counts, vec![16, 12, 12]);
+    // Merging before every shard is there reports the missing images and fails.
+    let partial = dir.path().join("partial");
+    copy_tree(
+        &sharded.join("shards/0-of-3"),
+        &partial.join("shards/0-of-3"),
+    );
+    let out = legion()
+        .args(["merge-shards", "--data"])
+        .arg(tiny_data())
+        .arg("--out")
+        .arg(&partial)
+        .args(["--shards", "3"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("16 of 40 images"));
+
+    let merged = run_ok(
+        legion()
+            .args(["merge-shards", "--data"])
+            .arg(tiny_data())
+            .arg("--out")
+            .arg(&sharded)
+            .args(["--shards", "3"]),
+    );
+    assert!(
+        merged.contains("merged 3 shards: 40 of 40 images"),
+        "{merged}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(whole.join("explanations.jsonl")).unwrap(),
+        std::fs::read_to_string(sharded.join("explanations.jsonl")).unwrap()
+    );
+    let mut masks = 0;
+    for entry in std::fs::read_dir(whole.join("masks")).unwrap() {
+        let entry = entry.unwrap();
+        assert_eq!(
+            std::fs::read(entry.path()).unwrap(),
+            std::fs::read(sharded.join("masks").join(entry.file_name())).unwrap(),
+            "{:?}",
+            entry.file_name()
+        );
+        masks += 1;
+    }
+    assert_eq!(masks, 40);
+    // The same scores: the reports differ only in the prediction folders they name.
+    let report = |pred: &Path| {
+        eval_report(pred)
+            .to_string()
+            .replace(&pred.display().to_string(), "PRED")
+    };
+    assert_eq!(report(&whole), report(&sharded));
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}

@@ -33,6 +33,7 @@ pub mod overlay;
 pub mod record;
 pub mod refine;
 pub mod regenerate;
+pub mod shard;
 pub mod testing;
 
 pub use analyze::Analyzer;

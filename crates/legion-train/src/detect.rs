@@ -251,6 +251,14 @@ impl TrainTask for DetectTask {
         items.len()
     }
 
+    fn context_counts(&self, images: &usize) -> Vec<f64> {
+        vec![*images as f64]
+    }
+
+    fn context_from_counts(&self, counts: &[f64]) -> usize {
+        counts[0] as usize
+    }
+
     /// Mean CE over the shard weighed by the shard's share of the step, so the shards' losses
     /// add up to the step's mean (a factor of exactly 1 for a whole-step shard).
     fn shard_loss(

@@ -98,6 +98,17 @@ pub enum TrainError {
         #[source]
         source: legion_data::raster::RasterError,
     },
+    /// An exchange between the processes of a distributed run failed (a rank died, the
+    /// transport broke).
+    #[error("step {step}: the processes of the run could not exchange data: {source}")]
+    Collective {
+        step: u64,
+        #[source]
+        source: crate::distributed::CollectiveError,
+    },
+    /// The processes of a distributed run no longer hold the same model.
+    #[error("step {step}: {detail}")]
+    Replicas { step: u64, detail: String },
     /// Too many consecutive non-finite steps.
     #[error(
         "stopped at step {step}: {count} consecutive steps had a non-finite loss or gradient \

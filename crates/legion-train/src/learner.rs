@@ -13,6 +13,12 @@
 //! step ([`TrainTask::step_context`]), so accumulation and data parallelism compute exactly the
 //! gradient of the whole batch's loss (up to float summation order).
 //!
+//! Across processes ([`crate::distributed`], `legion train --distributed mpi`), every rank
+//! takes its slice of each micro-batch, the step's counts are summed over the ranks before
+//! the forward passes, and the gradients and loss terms after them (host-staged): the same
+//! objective again. Every rank keeps a full replica and steps its own optimiser on the same
+//! summed gradients; rank 0 alone writes checkpoints, logs, curves and the final model.
+//!
 //! Then: a non-finite loss or gradient norm skips the step (reported; after
 //! `max_bad_steps` in a row the run stops, keeping the last good checkpoint); otherwise global
 //! clipping and AdamW at the scheduled rate. Checkpoints every `checkpoint_every` steps and at
@@ -32,6 +38,7 @@ use legion_model::precision::cast_params;
 
 use crate::checkpoint::{TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint};
 use crate::config::{Task, TrainConfig};
+use crate::distributed::{Collective, ReduceOp, all_reduce_gradients, check_replicas, rank_slice};
 use crate::error::TrainError;
 use crate::evaluation::TaskEval;
 use crate::grads::clip_global_norm;
@@ -64,6 +71,11 @@ pub trait TrainTask: Sync {
     fn load(&self, position: &Self::Position) -> Result<Self::Item, TrainError>;
     /// The normalisers of a step made of `items`.
     fn step_context(&self, items: &[Self::Item]) -> Self::StepContext;
+    /// `context` as additive counts: a run over several processes sums them over the ranks,
+    /// so that every rank normalises by the whole step.
+    fn context_counts(&self, context: &Self::StepContext) -> Vec<f64>;
+    /// The context of (summed) `counts` from [`TrainTask::context_counts`].
+    fn context_from_counts(&self, counts: &[f64]) -> Self::StepContext;
     /// The loss of `shard` (a part of a step) on `device`, where `model` lives.
     ///
     /// # Errors
@@ -162,6 +174,9 @@ pub struct StepRecord {
     pub skipped: bool,
     /// Seconds this step took.
     pub seconds: f64,
+    /// Seconds of this step spent summing gradients over the processes (host staging and
+    /// all-reduce; 0 in a single-process run).
+    pub allreduce_seconds: f64,
 }
 
 /// Receives progress; the CLI draws a progress bar with it.
@@ -209,6 +224,10 @@ pub struct TrainSummary {
     pub train_seconds: f64,
     /// Steps per second of this session.
     pub steps_per_second: f64,
+    /// Processes that trained together (ranks; 1 without `--distributed`).
+    pub ranks: usize,
+    /// Mean seconds per step of this session spent summing gradients over the processes.
+    pub allreduce_seconds_per_step: f64,
     /// `(trainable, total)` parameters.
     pub parameters: (usize, usize),
     /// Held-out evaluation of the untrained model (when `run.evaluate` and not resumed).
@@ -272,23 +291,37 @@ fn write_file(path: &Path, contents: &str) -> Result<(), TrainError> {
 
 /// Trains `model` for `task` as `config` says, on `devices` (from [`resolve_devices`]), writing
 /// everything under `config.run.out_dir`; with `resume`, continues from the newest checkpoint
-/// there.
+/// there. `comm` is the group of processes that train together (each takes its slice of every
+/// step; rank 0 alone writes); [`crate::distributed::SingleProcess`] for a plain run.
 ///
 /// # Errors
-/// [`TrainError`]: data (per the bad-input policy), I/O, a checkpoint of another config, or
-/// divergence.
+/// [`TrainError`]: data (per the bad-input policy), I/O, a checkpoint of another config,
+/// divergence, or a failed collective.
 pub(crate) fn run<T: TrainTask>(
     config: &TrainConfig,
     resume: bool,
     observer: &dyn TrainObserver,
     devices: &[Device],
+    comm: &dyn Collective,
     task: &T,
     model: T::Model,
 ) -> Result<TrainSummary, TrainError> {
+    let ranks = comm.size();
+    if !config.run.batch_size.is_multiple_of(ranks) {
+        return Err(TrainError::Config {
+            source_name: "run.batch_size".into(),
+            message: format!(
+                "{} is not divisible by the {ranks} processes: every rank takes an equal slice \
+                 of each batch",
+                config.run.batch_size
+            ),
+        });
+    }
     Learner {
         config,
         task,
         devices,
+        comm,
         observer,
     }
     .run(model, resume)
@@ -299,6 +332,8 @@ struct Learner<'a, T> {
     config: &'a TrainConfig,
     task: &'a T,
     devices: &'a [Device],
+    /// The processes training together; rank 0 writes the checkpoints, logs and results.
+    comm: &'a dyn Collective,
     observer: &'a dyn TrainObserver,
 }
 
@@ -307,22 +342,57 @@ struct Progress {
     optim: ModuleOptimizer,
     state: TrainerState,
     sampler: EpochSampler,
-    metrics: MetricsLog,
+    /// The metrics log (rank 0 only).
+    metrics: Option<MetricsLog>,
     last_checkpoint: String,
+    /// Seconds this session spent summing gradients over the processes.
+    allreduce_seconds: f64,
+}
+
+impl Progress {
+    fn log(&mut self, value: &serde_json::Value) -> Result<(), TrainError> {
+        match &mut self.metrics {
+            Some(metrics) => metrics.write(value),
+            None => Ok(()),
+        }
+    }
 }
 
 impl<T: TrainTask> Learner<'_, T> {
+    /// Whether this process writes (rank 0).
+    fn lead(&self) -> bool {
+        self.comm.rank() == 0
+    }
+
+    /// Checks that every rank holds the same weights at the same step (a no-op alone).
+    fn check_replicas(&self, model: &T::Model, step: u64) -> Result<(), TrainError> {
+        match check_replicas(self.comm, model, step)
+            .map_err(|source| TrainError::Collective { step, source })?
+        {
+            None => Ok(()),
+            Some(mismatch) => Err(TrainError::Replicas {
+                step,
+                detail: mismatch.to_string(),
+            }),
+        }
+    }
+
     fn run(&self, model: T::Model, resume: bool) -> Result<TrainSummary, TrainError> {
         let out_dir = &self.config.run.out_dir;
-        std::fs::create_dir_all(out_dir).map_err(|source| TrainError::Io {
-            path: out_dir.clone(),
-            source,
-        })?;
+        if self.lead() {
+            std::fs::create_dir_all(out_dir).map_err(|source| TrainError::Io {
+                path: out_dir.clone(),
+                source,
+            })?;
+        }
         let checkpoints = out_dir.join("checkpoints");
         let (mut model, optim, state) = self.start(model, resume, &checkpoints)?;
+        self.check_replicas(&model, state.step)?;
         let parameters = count_trainable(&model);
-        write_file(&out_dir.join("train_config.toml"), &state.config_toml)?;
-        let before = if self.config.run.evaluate && state.step == 0 {
+        if self.lead() {
+            write_file(&out_dir.join("train_config.toml"), &state.config_toml)?;
+        }
+        let before = if self.lead() && self.config.run.evaluate && state.step == 0 {
             self.observer
                 .on_message("evaluating the untrained model on the held-out split");
             let scores = self.task.evaluate(&model.valid())?;
@@ -335,10 +405,15 @@ impl<T: TrainTask> Learner<'_, T> {
 
         let mut progress = Progress {
             optim,
-            metrics: MetricsLog::open(out_dir, state.step)?,
+            metrics: if self.lead() {
+                Some(MetricsLog::open(out_dir, state.step)?)
+            } else {
+                None
+            },
             sampler: EpochSampler::new(self.task.epoch_len(), self.config.run.seed),
             state,
             last_checkpoint: String::from("(none)"),
+            allreduce_seconds: 0.0,
         };
         let session_start = Instant::now();
         let first_step = progress.state.step;
@@ -346,12 +421,16 @@ impl<T: TrainTask> Learner<'_, T> {
         while progress.state.step < self.config.run.steps {
             model = self.step(model, &mut progress)?;
             let step = progress.state.step;
-            if self.config.run.validate_every > 0
+            if self.lead()
+                && self.config.run.validate_every > 0
                 && step.is_multiple_of(self.config.run.validate_every)
             {
-                self.validate(&model, step, &mut progress.metrics)?;
+                self.validate(&model, step, &mut progress)?;
             }
             if self.config.checkpoint_due(step) {
+                self.check_replicas(&model, step)?;
+            }
+            if self.lead() && self.config.checkpoint_due(step) {
                 let path = save_checkpoint(
                     &checkpoints,
                     &model,
@@ -367,18 +446,20 @@ impl<T: TrainTask> Learner<'_, T> {
         let session_seconds = session_start.elapsed().as_secs_f64();
 
         let final_dir = out_dir.join("final");
-        let trained = self
-            .task
-            .save_final(model, progress.state.step, &final_dir)?;
-        crate::curve::write_curves(&progress.metrics.path, out_dir)?;
-        let after = if self.config.run.evaluate {
-            self.observer
-                .on_message("evaluating the trained model on the held-out split");
-            let scores = self.task.evaluate(&trained)?;
-            progress
-                .metrics
-                .write(&serde_json::json!({"evaluation": &scores}))?;
-            Some(scores)
+        let after = if let Some(metrics_path) = progress.metrics.as_ref().map(|m| m.path.clone()) {
+            let trained = self
+                .task
+                .save_final(model, progress.state.step, &final_dir)?;
+            crate::curve::write_curves(&metrics_path, out_dir)?;
+            if self.config.run.evaluate {
+                self.observer
+                    .on_message("evaluating the trained model on the held-out split");
+                let scores = self.task.evaluate(&trained)?;
+                progress.log(&serde_json::json!({"evaluation": &scores}))?;
+                Some(scores)
+            } else {
+                None
+            }
         } else {
             None
         };
@@ -396,14 +477,22 @@ impl<T: TrainTask> Learner<'_, T> {
             } else {
                 0.0
             },
+            ranks: self.comm.size(),
+            allreduce_seconds_per_step: if session_steps > 0 {
+                progress.allreduce_seconds / session_steps as f64
+            } else {
+                0.0
+            },
             parameters,
             before,
             after,
         };
-        write_file(
-            &out_dir.join("summary.json"),
-            &serde_json::to_string_pretty(&summary).expect("plain struct serialises"),
-        )?;
+        if self.lead() {
+            write_file(
+                &out_dir.join("summary.json"),
+                &serde_json::to_string_pretty(&summary).expect("plain struct serialises"),
+            )?;
+        }
         Ok(summary)
     }
 
@@ -456,14 +545,46 @@ impl<T: TrainTask> Learner<'_, T> {
             config.optim.warmup_steps,
             config.decay_steps(),
         );
-        let items = self.load_step(&mut progress.sampler, state)?;
-        let (terms, mut grads) = if items.is_empty() {
-            (StepLosses::nan(), GradientsParams::new())
+        let (items, dropped) = self.load_step(&mut progress.sampler, state.step)?;
+        // The step's counts over every rank: the normalisers, the samples, the dropped ones.
+        let step = state.step;
+        let collective = |source| TrainError::Collective { step, source };
+        let mut counts = self.task.context_counts(&self.task.step_context(&items));
+        counts.extend([items.len() as f64, dropped as f64]);
+        self.comm
+            .reduce_f64(&mut counts, ReduceOp::Sum)
+            .map_err(collective)?;
+        let (step_items, step_dropped) = (counts[counts.len() - 2], counts[counts.len() - 1]);
+        state.dropped_samples += step_dropped as u64;
+        let context = self.task.context_from_counts(&counts[..counts.len() - 2]);
+        let (mut terms, mut grads) = if items.is_empty() {
+            (StepLosses::zero(), GradientsParams::new())
         } else {
-            self.gradients(&model, &items)?
+            self.gradients(&model, &items, context)?
         };
-        // `grads` and `terms` are this process's whole step here: a data-parallel run over
-        // several processes would all-reduce them at this point, before clipping sees them.
+        // `grads` and `terms` are this rank's part of the step: sum them over the processes
+        // (host-staged), before clipping sees them.
+        let mut allreduce_seconds = 0.0;
+        if self.comm.size() > 1 {
+            let main = self.devices[0].clone().inner();
+            allreduce_seconds =
+                all_reduce_gradients(self.comm, &model, &mut grads, &main).map_err(collective)?;
+            let mut values = [terms.total, terms.ce, terms.bce, terms.dice];
+            self.comm
+                .reduce_f64(&mut values, ReduceOp::Sum)
+                .map_err(collective)?;
+            let [total, ce, bce, dice] = values;
+            terms = StepLosses {
+                total,
+                ce,
+                bce,
+                dice,
+            };
+            progress.allreduce_seconds += allreduce_seconds;
+        }
+        if step_items == 0.0 {
+            terms = StepLosses::nan();
+        }
         let grad_norm = clip_global_norm(&model, &mut grads, config.optim.grad_clip);
         let finite = terms.total.is_finite() && grad_norm.is_finite();
         if finite {
@@ -492,10 +613,11 @@ impl<T: TrainTask> Learner<'_, T> {
             grad_norm,
             skipped: !finite,
             seconds,
+            allreduce_seconds,
         };
-        progress
-            .metrics
-            .write(&serde_json::json!({"train": &record}))?;
+        if let Some(metrics) = &mut progress.metrics {
+            metrics.write(&serde_json::json!({"train": &record}))?;
+        }
         self.observer.on_step(&record);
         if state.bad_steps_in_a_row >= config.run.max_bad_steps {
             // No checkpoint of this state: the last one written stays the newest.
@@ -509,44 +631,49 @@ impl<T: TrainTask> Learner<'_, T> {
         Ok(model)
     }
 
-    /// The samples of the step `state.step`, loaded in parallel; bad ones are dropped (and
-    /// counted) under `data.skip_bad`.
+    /// This rank's samples of step `step` (its slice of every micro-batch), loaded in parallel;
+    /// bad ones are dropped under `data.skip_bad` and counted (the second value).
     fn load_step(
         &self,
         sampler: &mut EpochSampler,
-        state: &mut TrainerState,
-    ) -> Result<Vec<T::Item>, TrainError> {
-        let per_step = (self.config.run.batch_size * self.config.optim.grad_accum) as u64;
+        step: u64,
+    ) -> Result<(Vec<T::Item>, u64), TrainError> {
+        let batch = self.config.run.batch_size;
+        let per_step = (batch * self.config.optim.grad_accum) as u64;
+        let mine = rank_slice(batch, self.comm.rank(), self.comm.size());
         let positions: Vec<T::Position> = (0..per_step)
-            .map(|i| self.task.locate(sampler, state.step * per_step + i))
+            .filter(|i| mine.contains(&((i % batch as u64) as usize)))
+            .map(|i| self.task.locate(sampler, step * per_step + i))
             .collect();
         let loaded: Vec<Result<T::Item, TrainError>> = positions
             .par_iter()
             .map(|position| self.task.load(position))
             .collect();
         let mut items = Vec::with_capacity(loaded.len());
+        let mut dropped = 0;
         for item in loaded {
             match item {
                 Ok(item) => items.push(item),
                 Err(e) if self.config.data.skip_bad => {
-                    state.dropped_samples += 1;
+                    dropped += 1;
                     self.observer
                         .on_message(&format!("skipped a bad sample: {e}"));
                 }
                 Err(e) => return Err(e),
             }
         }
-        Ok(items)
+        Ok((items, dropped))
     }
 
-    /// The step's summed loss terms and gradients (on the first device): `grad_accum`
-    /// micro-batches one after the other, each split over the devices.
+    /// The summed loss terms and gradients (on the first device) of this rank's `items`,
+    /// normalised by the whole step's `context`: `grad_accum` micro-batches one after the
+    /// other, each split over the devices.
     fn gradients(
         &self,
         model: &T::Model,
         items: &[T::Item],
+        context: T::StepContext,
     ) -> Result<(StepLosses, GradientsParams), TrainError> {
-        let context = self.task.step_context(items);
         // Forward + backward of one shard on `device`, where `model` lives. With a half
         // `run.dtype` the step computes on a cast of the f32 weights: the cast is part of the
         // autodiff graph, so the gradients reach the f32 parameters (the master copy), in f32.
@@ -606,7 +733,7 @@ impl<T: TrainTask> Learner<'_, T> {
         &self,
         model: &T::Model,
         step: u64,
-        metrics: &mut MetricsLog,
+        progress: &mut Progress,
     ) -> Result<(), TrainError> {
         let mut positions = self.task.validation_positions();
         if self.config.run.validate_samples > 0 {
@@ -624,7 +751,7 @@ impl<T: TrainTask> Learner<'_, T> {
             let loss = self.task.shard_loss(&inference, chunk, context, &device)?;
             val.add(&loss.terms);
         }
-        metrics.write(
+        progress.log(
             &serde_json::json!({"validation": {"step": step, "loss": val.total,
             "ce": val.ce, "bce": val.bce, "dice": val.dice}}),
         )?;
@@ -634,7 +761,7 @@ impl<T: TrainTask> Learner<'_, T> {
         ));
         if self.config.run.validate_metrics {
             let scores = self.task.evaluate(&inference)?;
-            metrics.write(
+            progress.log(
                 &serde_json::json!({"validation_metrics": {"step": step, "scores": &scores}}),
             )?;
             self.observer

@@ -1,7 +1,8 @@
 //! Training and fine-tuning LEGION (arXiv 2503.15264) with burn: the reference recipe's mask
 //! and text losses ([`loss`]), LoRA and frozen towers ([`trainable`]), AdamW with warmup and
 //! linear decay ([`schedule`]), global gradient clipping ([`grads`]), gradient accumulation,
-//! data parallelism over several devices in one process, crash-safe checkpoints with exact
+//! data parallelism over several devices in one process and over processes and nodes
+//! ([`distributed`], MPI with the `mpi` feature), crash-safe checkpoints with exact
 //! resume ([`checkpoint`]), a NaN guard, JSONL metrics and loss curves ([`curve`]), and the
 //! held-out evaluation with the evaluator's metrics ([`evaluation`]).
 //!
@@ -18,6 +19,7 @@ pub mod compare;
 pub mod config;
 pub mod curve;
 pub mod detect;
+pub mod distributed;
 pub mod error;
 pub mod evaluation;
 pub mod grads;
@@ -43,6 +45,20 @@ pub fn train(
     resume: bool,
     observer: &dyn TrainObserver,
 ) -> Result<TrainSummary, TrainError> {
+    train_with(config, resume, observer, &distributed::SingleProcess)
+}
+
+/// [`train`] as one rank of the processes of `comm` (`legion train --distributed mpi`): each
+/// takes its slice of every batch on its own `run.devices`; rank 0 alone writes.
+///
+/// # Errors
+/// [`TrainError`]: as [`train`], and a failed exchange between the ranks.
+pub fn train_with(
+    config: &TrainConfig,
+    resume: bool,
+    observer: &dyn TrainObserver,
+    comm: &dyn distributed::Collective,
+) -> Result<TrainSummary, TrainError> {
     config.validate().map_err(|message| TrainError::Config {
         source_name: "run config".into(),
         message,
@@ -53,11 +69,11 @@ pub fn train(
     match config.run.task {
         Task::Segment => {
             let (task, model) = segment::SegmentTask::new(config, &devices[0])?;
-            learner::run(config, resume, observer, &devices, &task, model)
+            learner::run(config, resume, observer, &devices, comm, &task, model)
         }
         Task::Detect => {
             let (task, model) = detect::DetectTask::new(config, &devices[0])?;
-            learner::run(config, resume, observer, &devices, &task, model)
+            learner::run(config, resume, observer, &devices, comm, &task, model)
         }
     }
 }

@@ -23,7 +23,7 @@ use legion_model::tokenizer::IGNORE_INDEX;
 /// Batch-wide denominators of the loss terms.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Normalisers {
-    /// Supervised tokens in the whole batch (at least 1).
+    /// Supervised tokens in the whole batch (the loss divides by at least 1).
     pub tokens: f64,
     /// Masks in the whole batch.
     pub masks: f64,

@@ -260,9 +260,22 @@ impl TrainTask for SegmentTask {
                 .count();
             masks += segs.min(p.sample.masks.len());
         }
+        // The loss clamps `tokens` to at least 1; kept raw here so that counts of several
+        // processes add up.
         Normalisers {
-            tokens: tokens.max(1) as f64,
+            tokens: tokens as f64,
             masks: masks as f64,
+        }
+    }
+
+    fn context_counts(&self, norm: &Normalisers) -> Vec<f64> {
+        vec![norm.tokens, norm.masks]
+    }
+
+    fn context_from_counts(&self, counts: &[f64]) -> Normalisers {
+        Normalisers {
+            tokens: counts[0],
+            masks: counts[1],
         }
     }
 
