@@ -275,12 +275,7 @@ fn print_score_hint(data: &std::path::Path, split: &str, out: &std::path::Path) 
 /// with the `mpi` feature) this rank's part followed by rank 0's merge.
 pub fn run_infer_cmd(args: InferArgs) -> anyhow::Result<ExitCode> {
     // Parse before loading the model: a bad spec fails in milliseconds.
-    let perturbation = args
-        .perturb
-        .as_deref()
-        .map(str::parse::<Perturbation>)
-        .transpose()
-        .context("--perturb")?;
+    perturbation(&args)?;
     let images = dataset_images(&args.data, &args.split)?;
     if args.shard.is_none()
         && let Some(ranks) = legion_train::distributed::launcher_world_size()
@@ -293,6 +288,16 @@ pub fn run_infer_cmd(args: InferArgs) -> anyhow::Result<ExitCode> {
         print_score_hint(&args.data, &args.split, &args.out);
     }
     Ok(code)
+}
+
+/// The `--perturb` spec, parsed.
+fn perturbation(args: &InferArgs) -> anyhow::Result<Option<Perturbation>> {
+    Ok(args
+        .perturb
+        .as_deref()
+        .map(str::parse::<Perturbation>)
+        .transpose()
+        .context("--perturb")?)
 }
 
 /// Analyses `shard` of `images` (all of them without one) and prints what was done.
@@ -309,7 +314,7 @@ fn infer_part(
     let options = InferOptions {
         batch_size: args.batch_size,
         resume: !args.no_resume,
-        perturbation,
+        perturbation: perturbation(args)?,
         perturb_seed: args.perturb_seed,
     };
     if let Some(p) = &options.perturbation {

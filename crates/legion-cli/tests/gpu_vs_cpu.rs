@@ -136,7 +136,7 @@ fn loss_gap(a: &[(u64, f64)], b: &[(u64, f64)]) -> f64 {
 /// ~10 and its weights ~1; the backends differ only in float summation order, which Adam's
 /// normalised steps amplify for weights whose gradients are near zero.
 const LOSS_RELATIVE: f64 = 1e-4;
-const WEIGHTS_ABS: f32 = 1e-3;
+const WEIGHTS_ABS: f64 = 1e-3;
 
 #[test]
 fn tiny_training_on_wgpu_follows_the_cpu_and_resumes_across_backends() {
