@@ -67,10 +67,18 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    quiet_headless_gpu_probes();
     let cli = Cli::parse();
+    // wgpu probes its OpenGL backend beside Vulkan and logs an ERROR when no GL driver loads
+    // (any headless machine), even though the Vulkan adapter it then uses works: keep that
+    // probe out of users' logs unless they ask for wgpu_hal's.
+    let mut filter = cli.log.clone();
+    if cfg!(feature = "wgpu") && !filter.contains("wgpu_hal") {
+        filter.push_str(",wgpu_hal::gles::egl=off");
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -81,6 +89,22 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {}", error_chain(&err));
             std::process::ExitCode::from(2)
         }
+    }
+}
+
+/// In a headless session (no `XDG_RUNTIME_DIR`, no `WAYLAND_DISPLAY`), points
+/// `WAYLAND_DISPLAY` at an absolute path that does not exist. Why: opening a wgpu device probes
+/// for a Wayland display, and libwayland-client prints "error: XDG_RUNTIME_DIR is invalid or not
+/// set in the environment." on stderr, several times per run, when that variable is missing;
+/// with an absolute display path it looks there, finds nothing and stays quiet. Sessions with a
+/// display are left alone.
+fn quiet_headless_gpu_probes() {
+    if cfg!(feature = "wgpu")
+        && std::env::var_os("XDG_RUNTIME_DIR").is_none()
+        && std::env::var_os("WAYLAND_DISPLAY").is_none()
+    {
+        // SAFETY: called first thing in `main`, before any other thread exists.
+        unsafe { std::env::set_var("WAYLAND_DISPLAY", "/nonexistent/legion-headless") };
     }
 }
 

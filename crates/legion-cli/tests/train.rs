@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use legion_backend::Device;
 use legion_model::bundle::{DetectorBundle, ModelBundle};
-use legion_train::compare::{float_parameters, max_abs_difference};
+use legion_train::compare::{max_abs_difference, relative_l2_difference};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -451,28 +451,23 @@ fn mixed_precision_training_follows_the_f32_run() {
                 "{plan} {dtype}: the master weights are saved in f32"
             );
             let (max_diff, at) = max_abs_difference(&want.model, &got.model).unwrap();
-            let (mut diff2, mut norm2) = (0.0f64, 0.0f64);
-            for ((name, x), (_, y)) in float_parameters(&want.model)
-                .iter()
-                .zip(&float_parameters(&got.model))
-            {
-                assert_eq!(x.len(), y.len(), "{name}");
-                for (p, q) in x.iter().zip(y) {
-                    diff2 += f64::from(p - q).powi(2);
-                    norm2 += f64::from(*p).powi(2);
-                }
-            }
-            let relative = (diff2 / norm2).sqrt();
+            let relative = relative_l2_difference(&want.model, &got.model).unwrap();
             println!(
                 "{plan} {dtype}: loss {gap:.2e} relative, weights {relative:.2e} relative L2 \
                  (max {max_diff:.2e} at {at})"
             );
-            assert!(gap <= loss_tolerance, "{plan} {dtype}: losses {a:?} vs {b:?}");
+            assert!(
+                gap <= loss_tolerance,
+                "{plan} {dtype}: losses {a:?} vs {b:?}"
+            );
             assert!(
                 relative <= weight_tolerance,
                 "{plan} {dtype}: weights differ by {relative} (relative L2)"
             );
-            assert!(max_diff > 0.0, "{plan} {dtype}: identical to f32: no half compute happened");
+            assert!(
+                max_diff > 0.0,
+                "{plan} {dtype}: identical to f32: no half compute happened"
+            );
         }
     }
 }
