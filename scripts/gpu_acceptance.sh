@@ -74,7 +74,7 @@ LEGION="$TARGET/debug/legion"
 if phase parity; then
   t=$(date +%s)
   if LEGION_TEST_DEVICE=$DEVICE cargo test --workspace --locked --features "$FEATURES" \
-       "${PARITY_TESTS[@]}" >"$OUT/parity.log" 2>&1; then
+       "${PARITY_TESTS[@]}" -- --nocapture >"$OUT/parity.log" 2>&1; then
     passed=$(grep -Eo '[0-9]+ passed' "$OUT/parity.log" | awk '{s += $1} END {print s}')
     row "parity + GPU-vs-CPU tests on $DEVICE" ok "$passed passed, $(elapsed "$t")"
   else
