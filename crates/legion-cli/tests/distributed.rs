@@ -8,7 +8,7 @@
 //! ranks), every launch bounded in time.
 #![cfg(feature = "mpi")]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
@@ -18,11 +18,7 @@ use legion_train::compare::max_abs_difference;
 
 #[allow(dead_code)] // not every helper is used here
 mod common;
-use common::{bundle, tiny_data};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use common::{bundle, copy_dir, quoted, repo, tiny_data, train_losses};
 
 /// `mpirun -np <ranks>` on this machine only, as root too, oversubscribed, TCP over loopback.
 fn mpirun(ranks: usize) -> Command {
@@ -56,10 +52,6 @@ fn legion() -> Command {
     command.current_dir(repo());
     command.env("RAYON_NUM_THREADS", "1");
     command
-}
-
-fn quoted(path: &Path) -> String {
-    format!("\"{}\"", path.display())
 }
 
 /// `train` arguments of a short tiny run: no warmup, batch 4, no evaluation, a checkpoint
@@ -128,19 +120,6 @@ fn load(dir: &Path) -> ModelBundle {
     ModelBundle::load(dir, &Device::flex()).expect("final bundle loads strictly")
 }
 
-/// `(step, loss)` of every train line of a run's metrics log.
-fn logged(dir: &Path) -> Vec<(u64, f64)> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .filter_map(|line| {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            let train = v.get("train")?;
-            Some((train["step"].as_u64()?, train["loss"].as_f64()?))
-        })
-        .collect()
-}
-
 const LIMIT: Duration = Duration::from_secs(300);
 
 #[test]
@@ -167,7 +146,7 @@ fn two_mpi_ranks_train_like_one_process_with_two_devices() {
     let (moved, _) = max_abs_difference(&init, &a.model).unwrap();
     assert!(moved > 100.0 * diff.max(1e-6), "moved {moved}, diff {diff}");
     // Rank 0 alone logged: every step once, with the single process's losses.
-    let (log_one, log_ranks) = (logged(&single), logged(&ranks));
+    let (log_one, log_ranks) = (train_losses(&single), train_losses(&ranks));
     assert_eq!(
         log_ranks.iter().map(|&(s, _)| s).collect::<Vec<_>>(),
         (1..=steps).collect::<Vec<_>>()
@@ -272,7 +251,7 @@ fn a_killed_rank_stops_the_job_promptly_and_the_run_resumes_exactly() {
     let (a, b) = (load(&straight.join("final")), load(&killed.join("final")));
     let (diff, at) = max_abs_difference(&a.model, &b.model).unwrap();
     assert_eq!(diff, 0.0, "resumed weights differ at {at}");
-    assert_eq!(logged(&killed), logged(&straight));
+    assert_eq!(train_losses(&killed), train_losses(&straight));
 
     // The same checkpoint resumes with another number of ranks (1 divides the batch too): the
     // same objective, another summation order.
@@ -286,19 +265,6 @@ fn a_killed_rank_stops_the_job_promptly_and_the_run_resumes_exactly() {
     let c = load(&other.join("final"));
     let (diff, at) = max_abs_difference(&a.model, &c.model).unwrap();
     assert!(diff < 1e-4, "resumed on one rank: {diff} at {at}");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 #[test]

@@ -9,10 +9,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
-use common::{bundle, tiny_data};
+use common::{bundle, check, copy_dir, legion, quoted, short_run, tiny_data, train_losses};
 use legion_backend::Device;
 use legion_model::bundle::ModelBundle;
 use legion_train::compare::{max_abs_difference, relative_l2_difference};
@@ -33,71 +32,19 @@ fn gpu() -> String {
         })
 }
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn legion() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_legion"));
-    command.current_dir(repo());
-    command
-}
-
-fn check(output: &Output) -> String {
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "legion failed:\n{text}");
-    text
-}
-
 const STEPS: u64 = 4;
 
 /// A tiny run of `steps` steps on `device` from the bundle `init` (random weights without):
 /// batch 2, no warmup, no evaluation, a checkpoint every step.
 fn train(out: &Path, device: &str, steps: u64, init: Option<&Path>, resume: bool) -> String {
-    let mut command = legion();
-    command.args([
-        "train",
-        "--config",
-        "configs/tiny.toml",
-        "--devices",
-        device,
-    ]);
-    for set in [
-        format!("run.out_dir=\"{}\"", out.display()),
-        format!("run.steps={steps}"),
-        "run.batch_size=2".into(),
-        "run.evaluate=false".into(),
-        "run.checkpoint_every=1".into(),
-        "run.keep_checkpoints=50".into(),
-        "run.validate_every=0".into(),
-        "optim.warmup_steps=0".into(),
-    ] {
-        command.args(["--set", &set]);
-    }
-    if let Some(init) = init {
-        command.args(["--set", &format!("model.init=\"{}\"", init.display())]);
-    }
+    let init = init.map(|init| format!("model.init={}", quoted(init)));
+    let extra: Vec<&str> = init.iter().map(String::as_str).collect();
+    let mut command = short_run(out, steps, &extra);
+    command.args(["--devices", device]);
     if resume {
         command.arg("--resume");
     }
     check(&command.output().unwrap())
-}
-
-/// `(step, loss)` of every logged training step.
-fn losses(out: &Path) -> Vec<(u64, f64)> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .filter_map(|line| {
-            let v: serde_json::Value = serde_json::from_str(line).ok()?;
-            let train = v.get("train")?;
-            Some((train["step"].as_u64()?, train["loss"].as_f64()?))
-        })
-        .collect()
 }
 
 fn final_weights(out: &Path) -> ModelBundle {
@@ -127,19 +74,6 @@ fn rewound_copy(run: &Path, to: &Path, step: u64) {
     }
     let kept = kept.unwrap_or_else(|| panic!("no checkpoint of step {step} in {}", run.display()));
     std::fs::write(checkpoints.join("latest"), kept).unwrap();
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 /// Largest relative difference between two loss logs of the same steps.
@@ -184,7 +118,7 @@ fn tiny_training_on_wgpu_follows_the_cpu_and_resumes_across_backends() {
             "a headless display probe reached the user's log:\n{text}"
         );
     }
-    let (cpu_losses, gpu_losses) = (losses(&cpu_run), losses(&gpu_run));
+    let (cpu_losses, gpu_losses) = (train_losses(&cpu_run), train_losses(&gpu_run));
     assert_eq!(cpu_losses.len() as u64, STEPS);
     let gap = loss_gap(&cpu_losses, &gpu_losses);
     let (cpu_final, gpu_final) = (final_weights(&cpu_run), final_weights(&gpu_run));
@@ -218,7 +152,7 @@ fn tiny_training_on_wgpu_follows_the_cpu_and_resumes_across_backends() {
         let text = train(&resumed, &finish_on, STEPS, Some(&init), true);
         assert!(text.contains("resumed from"), "{text}");
         let relative = relative_l2(other, &final_weights(&resumed));
-        let gap = loss_gap(&losses(run), &losses(&resumed));
+        let gap = loss_gap(&train_losses(run), &train_losses(&resumed));
         println!(
             "resumed on {finish_on}: loss {gap:.2e} relative, weights {relative:.2e} relative L2"
         );

@@ -11,7 +11,7 @@ use legion_infer::AnalysisRecord;
 use legion_infer::testing::{SCRIPTED_EXPLANATION, SCRIPTED_PHRASE};
 
 mod common;
-use common::{bundle, test_image, tiny_data};
+use common::{bundle, copy_dir, test_image, tiny_data};
 
 fn legion() -> Command {
     Command::new(env!("CARGO_BIN_EXE_legion"))
@@ -555,7 +555,7 @@ fn sharded_infer_merges_into_exactly_the_unsharded_output() {
     assert_eq!(counts, vec![16, 12, 12]);
     // Merging before every shard is there reports the missing images and fails.
     let partial = dir.path().join("partial");
-    copy_tree(
+    copy_dir(
         &sharded.join("shards/0-of-3"),
         &partial.join("shards/0-of-3"),
     );
@@ -605,17 +605,4 @@ fn sharded_infer_merges_into_exactly_the_unsharded_output() {
             .replace(&pred.display().to_string(), "PRED")
     };
     assert_eq!(report(&whole), report(&sharded));
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }

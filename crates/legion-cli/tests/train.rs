@@ -2,59 +2,15 @@
 //! SIGKILL, the NaN guard, data parallelism over two CPU devices, the detection task,
 //! fine-tuning with mixed data, learning, and the tokenizer command.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{check, copy_dir, legion, quoted, repo, short_run, train_losses};
 use legion_backend::Device;
 use legion_model::bundle::{DetectorBundle, ModelBundle};
 use legion_train::compare::{max_abs_difference, relative_l2_difference};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn legion() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_legion"));
-    command.current_dir(repo());
-    command
-}
-
-fn quoted(path: &Path) -> String {
-    format!("\"{}\"", path.display())
-}
-
-/// A short tiny run: no warmup, batch 2, no evaluation, a checkpoint every step.
-fn short_run(out: &Path, steps: u64, extra: &[&str]) -> Command {
-    let mut command = legion();
-    command.args(["train", "--config", "configs/tiny.toml"]);
-    for set in [
-        format!("run.out_dir={}", quoted(out)),
-        format!("run.steps={steps}"),
-        "run.batch_size=2".into(),
-        "run.evaluate=false".into(),
-        "run.checkpoint_every=1".into(),
-        "run.keep_checkpoints=50".into(),
-        "run.validate_every=0".into(),
-        "optim.warmup_steps=0".into(),
-    ] {
-        command.args(["--set", &set]);
-    }
-    for set in extra {
-        command.args(["--set", set]);
-    }
-    command
-}
-
-fn check(output: &Output) -> String {
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "legion failed:\n{text}");
-    text
-}
 
 fn load(dir: &Path) -> ModelBundle {
     ModelBundle::load(dir, &Device::flex()).expect("final bundle loads strictly")
@@ -108,18 +64,7 @@ fn a_run_killed_with_sigkill_resumes_to_the_same_weights() {
     assert_eq!(diff, 0.0, "resumed weights differ at {at}");
     // The resumed log has every step once (the steps the killed session logged after its last
     // checkpoint were dropped), with the uninterrupted run's losses.
-    let logged = |dir: &std::path::Path| -> Vec<(u64, f64)> {
-        std::fs::read_to_string(dir.join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .filter_map(|line| {
-                let v: serde_json::Value = serde_json::from_str(line).unwrap();
-                let train = v.get("train")?;
-                Some((train["step"].as_u64()?, train["loss"].as_f64()?))
-            })
-            .collect()
-    };
-    let (straight_log, resumed_log) = (logged(&straight), logged(&killed));
+    let (straight_log, resumed_log) = (train_losses(&straight), train_losses(&killed));
     assert_eq!(
         resumed_log.iter().map(|&(s, _)| s).collect::<Vec<_>>(),
         (1..=steps).collect::<Vec<_>>()
@@ -360,19 +305,6 @@ fn the_shipped_tokenizer_is_what_the_command_makes() {
     );
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            copy_dir(&path, &target);
-        } else {
-            std::fs::copy(&path, &target).unwrap();
-        }
-    }
-}
-
 #[test]
 fn a_corrupt_training_image_is_named_or_skipped_by_policy() {
     let dir = tempfile::tempdir().unwrap();
@@ -416,11 +348,9 @@ fn a_corrupt_training_image_is_named_or_skipped_by_policy() {
 fn mixed_precision_training_follows_the_f32_run() {
     let dir = tempfile::tempdir().unwrap();
     let losses = |out: &Path| -> Vec<f64> {
-        std::fs::read_to_string(out.join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter_map(|v| v["train"]["loss"].as_f64())
+        train_losses(out)
+            .into_iter()
+            .map(|(_, loss)| loss)
             .collect()
     };
     for (plan, extra) in [
