@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::builder::PossibleValuesParser;
@@ -24,8 +25,8 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use legion_backend::Device;
 use legion_model::legion::{
-    ClipWeights, ExportOptions, LegionConfig, LegionParamCount, export_glamm_safetensors,
-    load_native, save_native,
+    ClipWeights, ConvertRequest, ExportOptions, LegionConfig, convert_glamm_to_native,
+    export_glamm_safetensors, load_native,
 };
 use legion_model::tokenizer::{LegionTokenizer, resolve_tokenizer_json};
 use legion_model::weights::{Allowances, FloatDType, FloatDTypePolicy, LoadOptions};
@@ -167,52 +168,13 @@ fn tokenizer_of(args: &ConvertArgs) -> anyhow::Result<Option<PathBuf>> {
 /// Any unreadable input, strict-loading mismatch, adapter mismatch or write failure.
 pub fn run_convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
     let config = config_of(&args)?;
-    // Checked before the (long) load.
+    // Checked before the (long) conversion.
     let tokenizer = tokenizer_of(&args)?;
-    let device = Device::flex();
-    let model = config
-        .init(&device)
-        .context("building the model from its config")?;
     let allow = Allowances::from_patterns(&args.allow_missing, &args.allow_unexpected)?;
     let clip = match &args.clip {
         Some(path) => ClipWeights::HfFile(path),
         None => ClipWeights::InCheckpoint,
     };
-    // Hidden when stderr is not a terminal.
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{msg:>20} [{bar:40}] {pos}/{len} files ETA {eta}")
-            .expect("static template is valid")
-            .progress_chars("=> "),
-    );
-    bar.set_message("loading checkpoint");
-    let on_file = |done: usize, total: usize| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    };
-    let options = LoadOptions {
-        float_dtype: FloatDTypePolicy::Cast(args.dtype.into()),
-        progress: Some(&on_file),
-        ..LoadOptions::default()
-    };
-    let (mut model, report) = model
-        .load_glamm_with(&args.checkpoint, clip, &allow, &options)
-        .with_context(|| format!("loading {}", args.checkpoint.display()))?;
-    bar.finish_and_clear();
-    eprintln!(
-        "loaded {} tensors from {} file(s) of {} (file dtypes {:?}, {} converted)",
-        report.applied,
-        report.files,
-        args.checkpoint.display(),
-        report.file_dtypes,
-        report.converted
-    );
-    if !report.allowed_missing.is_empty() {
-        eprintln!(
-            "left at their initial values, as allowed: {}",
-            report.allowed_missing.join(", ")
-        );
-    }
     let mut metadata = BTreeMap::from([
         ("source".to_string(), args.checkpoint.display().to_string()),
         ("dtype".to_string(), format!("{:?}", args.dtype)),
@@ -221,20 +183,71 @@ pub fn run_convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
         metadata.insert("clip".into(), clip.display().to_string());
     }
     if let Some(adapter) = &args.adapter {
-        let (merged, adapter_report) = model
-            .merge_peft_adapter(adapter, &options)
-            .with_context(|| format!("merging adapter {}", adapter.display()))?;
-        model = merged;
+        metadata.insert("adapter".into(), adapter.display().to_string());
+    }
+    // Hidden when stderr is not a terminal.
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg:>10} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        )
+        .expect("static template is valid")
+        .progress_chars("=> "),
+    );
+    bar.set_message("writing");
+    let progress_bar = bar.clone();
+    let request = ConvertRequest {
+        checkpoint: &args.checkpoint,
+        clip,
+        adapter: args.adapter.as_deref(),
+        allow: &allow,
+        options: LoadOptions {
+            float_dtype: FloatDTypePolicy::Cast(args.dtype.into()),
+            ..LoadOptions::default()
+        },
+        out: &args.out,
+        metadata: &metadata,
+        overwrite: args.force,
+        progress: Some(Arc::new(move |done, total| {
+            progress_bar.set_length(total);
+            progress_bar.set_position(done);
+        })),
+    };
+    // One tensor at a time: the model is never in memory (peak RSS about one tensor).
+    let converted = convert_glamm_to_native(&config, &request)
+        .with_context(|| format!("converting {}", args.checkpoint.display()))?;
+    bar.finish_and_clear();
+    let report = &converted.load;
+    eprintln!(
+        "converted {} tensors from {} file(s) of {} (file dtypes {:?}, {} cast to {:?})",
+        report.applied,
+        report.files,
+        args.checkpoint.display(),
+        report.file_dtypes,
+        report.converted,
+        args.dtype
+    );
+    if let Some(clip) = &args.clip {
+        eprintln!(
+            "CLIP vision tower (vision_tower.*) taken from {}",
+            clip.display()
+        );
+    }
+    if !report.allowed_missing.is_empty() {
+        eprintln!(
+            "left at their initial values, as allowed: {}",
+            report.allowed_missing.join(", ")
+        );
+    }
+    if let Some(adapter_report) = &converted.adapter {
         eprintln!(
             "merged {} LoRA pairs and replaced {} tensors from {}",
             adapter_report.merged.len(),
             adapter_report.replaced.len(),
             adapter_report.path.display()
         );
-        metadata.insert("adapter".into(), adapter.display().to_string());
     }
-    let files = save_native(&model, &config, &args.out, &metadata, args.force)
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    let files = converted.files;
     if let Some(json) = tokenizer {
         let dst = args.out.join("tokenizer.json");
         if dst.exists() && !args.force {
@@ -260,11 +273,11 @@ pub fn run_convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let count = LegionParamCount::of(&model);
     println!(
-        "wrote {} ({} parameters) and {}",
+        "wrote {} ({} parameters, {:.2} GB) and {}",
         files.weights.display(),
-        count.total(),
+        converted.parameters,
+        converted.bytes as f64 / 1e9,
         files.config.display()
     );
     Ok(ExitCode::SUCCESS)

@@ -35,6 +35,7 @@
 
 pub mod analyze;
 pub mod config;
+pub mod convert;
 pub mod export;
 pub mod native;
 pub mod parse;
@@ -48,10 +49,14 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 pub use analyze::{Analysis, Artifact};
 pub use config::{LegionClsConfig, LegionConfig, LegionParamCount};
+pub use convert::{ConvertReport, ConvertRequest, convert_glamm_to_native};
 pub use export::{
     ExportOptions, ExportReport, GLAMM_LEGION_EXPORT_REMAP, export_glamm_safetensors,
 };
-pub use native::{NATIVE_CONFIG_FILE, NATIVE_WEIGHTS_FILE, NativeFiles, load_native, save_native};
+pub use native::{
+    NATIVE_CONFIG_FILE, NATIVE_WEIGHTS_FILE, NativeFiles, load_native, save_native,
+    write_native_tensors,
+};
 pub use seg_projector::{TextHiddenFcs, TextHiddenFcsConfig};
 
 use crate::clip_vision::{
@@ -69,6 +74,22 @@ use crate::weights::{
     self, AdapterReport, Allowances, KeyRemap, LoadOptions, LoadReport, PeftAdapter, RemapTable,
     WeightsError,
 };
+
+/// What a GLaMM / LEGION load may leave out: [`GLAMM_LEGION_IGNORED`], the user's patterns,
+/// and the vision tower when CLIP comes from its own file.
+fn glamm_allowances(clip: &ClipWeights<'_>, user: &Allowances) -> Allowances {
+    let mut allow = Allowances {
+        missing: Vec::new(),
+        unexpected: crate::weights::compile_patterns(GLAMM_LEGION_IGNORED),
+    }
+    .extend(user.clone());
+    if matches!(clip, ClipWeights::HfFile(_)) {
+        let tower = crate::weights::compile_patterns(&[r"^vision_tower\."]);
+        allow.missing.extend(tower.iter().cloned());
+        allow.unexpected.extend(tower);
+    }
+    allow
+}
 
 /// Errors of the composed model.
 #[derive(Debug, thiserror::Error)]
@@ -256,16 +277,7 @@ impl Legion {
         allow: &Allowances,
         options: &LoadOptions<'_>,
     ) -> Result<(Self, LoadReport), LegionError> {
-        let mut allow = Allowances {
-            missing: Vec::new(),
-            unexpected: crate::weights::compile_patterns(GLAMM_LEGION_IGNORED),
-        }
-        .extend(allow.clone());
-        if matches!(clip, ClipWeights::HfFile(_)) {
-            let tower = crate::weights::compile_patterns(&[r"^vision_tower\."]);
-            allow.missing.extend(tower.iter().cloned());
-            allow.unexpected.extend(tower);
-        }
+        let allow = glamm_allowances(&clip, allow);
         let (loaded, mut report) =
             weights::load_weights(self, path, &glamm_legion_remaps(), &allow, options)?;
         self = loaded;

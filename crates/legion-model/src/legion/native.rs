@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::config::Config;
+use burn::store::burn_pack::{Tensor as PackTensor, Writer};
 use burn::store::{BurnpackStore, ModuleSnapshot};
 use burn::tensor::Device;
 
@@ -50,6 +51,60 @@ pub fn save_native(
     metadata: &BTreeMap<String, String>,
     overwrite: bool,
 ) -> Result<NativeFiles, WeightsError> {
+    let files = prepare_native_folder(dir, overwrite)?;
+    let mut store = BurnpackStore::from_file(&files.weights).overwrite(overwrite);
+    for (key, value) in native_metadata(metadata) {
+        store = store.metadata(key, value);
+    }
+    model
+        .save_into(&mut store)
+        .map_err(|e| WeightsError::Write {
+            path: files.weights.clone(),
+            what: "cannot write burnpack",
+            source: Box::new(e),
+        })?;
+    finish_native_folder(&files, config, dir)
+}
+
+/// Writes tensors already named by burn path ([`StreamPlan::into_tensors`]) and `config` as a
+/// native folder `dir`, as [`save_native`] writes a model: same names, layout and metadata.
+/// Each tensor's data is drawn (read, converted) only when the writer reaches it, and the
+/// file appears only once complete.
+///
+/// # Errors
+/// As [`save_native`]; [`WeightsError::Write`] also when drawing a tensor fails (unreadable
+/// source data), naming it.
+///
+/// [`StreamPlan::into_tensors`]: crate::weights::stream::StreamPlan::into_tensors
+pub fn write_native_tensors(
+    tensors: Vec<PackTensor>,
+    config: &LegionConfig,
+    dir: &Path,
+    metadata: &BTreeMap<String, String>,
+    overwrite: bool,
+) -> Result<NativeFiles, WeightsError> {
+    let files = prepare_native_folder(dir, overwrite)?;
+    let mut writer = Writer::new(tensors);
+    for (key, value) in BurnpackStore::default_metadata()
+        .into_iter()
+        .chain(native_metadata(metadata))
+    {
+        writer = writer.with_metadata(&key, &value);
+    }
+    writer
+        .auto_extension(false)
+        .overwrite(overwrite)
+        .write_to_file(&files.weights)
+        .map_err(|e| WeightsError::Write {
+            path: files.weights.clone(),
+            what: "cannot write burnpack",
+            source: Box::new(e),
+        })?;
+    finish_native_folder(&files, config, dir)
+}
+
+/// Creates `dir` and refuses existing files unless `overwrite`.
+fn prepare_native_folder(dir: &Path, overwrite: bool) -> Result<NativeFiles, WeightsError> {
     std::fs::create_dir_all(dir).map_err(|source| WeightsError::SourceIo {
         path: dir.to_path_buf(),
         source,
@@ -68,19 +123,26 @@ pub fn save_native(
             }
         }
     }
-    let mut store = BurnpackStore::from_file(&files.weights)
-        .overwrite(overwrite)
-        .metadata("legion.format", "legion-native-1");
-    for (key, value) in metadata {
-        store = store.metadata(format!("legion.{key}"), value.clone());
-    }
-    model
-        .save_into(&mut store)
-        .map_err(|e| WeightsError::Write {
-            path: files.weights.clone(),
-            what: "cannot write burnpack",
-            source: Box::new(e),
-        })?;
+    Ok(files)
+}
+
+/// The `.bpk` header entries legion adds: its format tag and `legion.<key>` per entry.
+fn native_metadata(metadata: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    std::iter::once(("legion.format".to_string(), "legion-native-1".to_string()))
+        .chain(
+            metadata
+                .iter()
+                .map(|(key, value)| (format!("legion.{key}"), value.clone())),
+        )
+        .collect()
+}
+
+/// Writes the config once the weights are in place.
+fn finish_native_folder(
+    files: &NativeFiles,
+    config: &LegionConfig,
+    dir: &Path,
+) -> Result<NativeFiles, WeightsError> {
     config
         .save(&files.config)
         .map_err(|e| WeightsError::Write {
@@ -89,7 +151,7 @@ pub fn save_native(
             source: Box::new(e),
         })?;
     tracing::debug!(dir = %dir.display(), "native model written");
-    Ok(files)
+    Ok(files.clone())
 }
 
 /// Reads a native folder: the config, then every parameter, strictly (missing or extra tensors

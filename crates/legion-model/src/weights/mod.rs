@@ -37,12 +37,15 @@
 pub(crate) mod dtype;
 pub mod peft;
 mod remap;
+mod safetensors_file;
 mod source;
+pub mod stream;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
+use burn::store::burn_pack::Tensor as PackTensor;
 use burn::store::{ApplyError, ApplyResult, ModuleSnapshot};
 
 pub use burn::tensor::FloatDType;
@@ -363,6 +366,71 @@ struct Origin {
     file_shape: Vec<usize>,
 }
 
+/// The file tensors of one checkpoint seen so far, by remapped name: where each came from and
+/// how many of each dtype.
+#[derive(Default)]
+struct Remapped {
+    origins: HashMap<String, Origin>,
+    file_dtypes: BTreeMap<String, usize>,
+}
+
+impl Remapped {
+    /// Shard `index`'s tensor list (data still on disk), each renamed to its remapped key.
+    ///
+    /// # Errors
+    /// As [`CheckpointSource::read_shard`], and [`WeightsError::RemapCollision`] when two file
+    /// tensors map to one name.
+    fn read_shard(
+        &mut self,
+        source: &CheckpointSource,
+        index: usize,
+        remaps: &RemapTable,
+        top_level_key: &TopLevelKey,
+    ) -> Result<Vec<PackTensor>, WeightsError> {
+        let mut tensors = source.read_shard(index, top_level_key)?;
+        for tensor in &mut tensors {
+            let file_key = std::mem::take(&mut tensor.name);
+            let key = remaps.apply(&file_key);
+            *self
+                .file_dtypes
+                .entry(format!("{:?}", tensor.dtype))
+                .or_default() += 1;
+            if let Some(previous) = self.origins.get(&key) {
+                return Err(WeightsError::RemapCollision {
+                    path: source.path().to_path_buf(),
+                    target: key,
+                    file_keys: vec![previous.file_key.clone(), file_key],
+                });
+            }
+            self.origins.insert(
+                key.clone(),
+                Origin {
+                    file_key,
+                    shard: index,
+                    file_shape: tensor.shape.to_vec(),
+                },
+            );
+            tensor.name = key;
+        }
+        Ok(tensors)
+    }
+}
+
+/// What applying (or planning) a whole checkpoint found, before the strict verdict.
+#[derive(Default)]
+struct Outcome {
+    /// Model tensors filled.
+    applied: usize,
+    /// Model tensors no file tensor filled or failed.
+    never_loaded: BTreeSet<String>,
+    /// File tensors (remapped names) nothing took.
+    unused: Vec<String>,
+    /// Shape / dtype / read errors.
+    errors: Vec<ApplyError>,
+    /// Filled tensors whose float dtype was converted.
+    converted: usize,
+}
+
 /// Loads a resolved checkpoint into `module`, shard by shard, strictly over their union.
 ///
 /// Each shard is applied with burn-store's applier, which reports every model tensor it did
@@ -380,38 +448,13 @@ pub fn load_from_source<M: Module>(
 ) -> Result<(M, LoadReport), WeightsError> {
     let adapter = ImportAdapter::new(TargetDTypes::resolve(&module, options.float_dtype));
     let total = source.shards().len();
-    let mut origins: HashMap<String, Origin> = HashMap::new();
-    let mut file_dtypes: BTreeMap<String, usize> = BTreeMap::new();
+    let mut remapped = Remapped::default();
     let mut applied: HashSet<String> = HashSet::new();
     let mut never_loaded: Option<BTreeSet<String>> = None;
-    let mut unused: Vec<String> = Vec::new();
-    let mut errors: Vec<ApplyError> = Vec::new();
+    let mut outcome = Outcome::default();
 
     for index in 0..total {
-        let mut tensors = source.read_shard(index, &options.top_level_key)?;
-        for tensor in &mut tensors {
-            let file_key = std::mem::take(&mut tensor.name);
-            let key = remaps.apply(&file_key);
-            *file_dtypes
-                .entry(format!("{:?}", tensor.dtype))
-                .or_default() += 1;
-            if let Some(previous) = origins.get(&key) {
-                return Err(WeightsError::RemapCollision {
-                    path: source.path().to_path_buf(),
-                    target: key,
-                    file_keys: vec![previous.file_key.clone(), file_key],
-                });
-            }
-            origins.insert(
-                key.clone(),
-                Origin {
-                    file_key,
-                    shard: index,
-                    file_shape: tensor.shape.to_vec(),
-                },
-            );
-            tensor.name = key;
-        }
+        let tensors = remapped.read_shard(source, index, remaps, &options.top_level_key)?;
         let count = tensors.len();
         // `skip_enum_variants`: PyTorch / HF files never name enum variants.
         let result = module.apply(tensors, None, Some(Box::new(adapter.clone())), true);
@@ -427,13 +470,46 @@ pub fn load_from_source<M: Module>(
             Some(before) => before.intersection(&missing_here).cloned().collect(),
         });
         applied.extend(result.applied);
-        unused.extend(result.unused);
-        errors.extend(result.errors);
+        outcome.unused.extend(result.unused);
+        outcome.errors.extend(result.errors);
         if let Some(progress) = options.progress {
             progress(index + 1, total);
         }
     }
+    outcome.applied = applied.len();
+    outcome.never_loaded = never_loaded.unwrap_or_default();
+    outcome.converted = adapter.converted();
+    let report = judge(source, remapped, outcome, allow)?;
+    tracing::debug!(
+        path = %report.path.display(),
+        files = report.files,
+        applied = report.applied,
+        converted = report.converted,
+        "weights loaded"
+    );
+    Ok((module, report))
+}
 
+/// The strict verdict on a checkpoint: a report when nothing is missing, unused or failed
+/// beyond `allow`, else [`WeightsError::Mismatch`] naming every problem by burn path and
+/// file key (and shard).
+fn judge(
+    source: &CheckpointSource,
+    remapped: Remapped,
+    outcome: Outcome,
+    allow: &Allowances,
+) -> Result<LoadReport, WeightsError> {
+    let Remapped {
+        origins,
+        file_dtypes,
+    } = remapped;
+    let Outcome {
+        applied,
+        never_loaded,
+        mut unused,
+        errors,
+        converted,
+    } = outcome;
     let shard_note = |origin: &Origin| match source.layout() {
         SourceLayout::Sharded { .. } => source.shards()[origin.shard]
             .path
@@ -443,7 +519,6 @@ pub fn load_from_source<M: Module>(
         SourceLayout::SingleFile => String::new(),
     };
     let (allowed_missing, missing): (Vec<String>, Vec<String>) = never_loaded
-        .unwrap_or_default()
         .into_iter()
         .partition(|p| allow.allows_missing(p));
     unused.sort();
@@ -492,27 +567,19 @@ pub fn load_from_source<M: Module>(
         .collect();
 
     if missing.is_empty() && unexpected.is_empty() && error_lines.is_empty() {
-        let report = LoadReport {
+        return Ok(LoadReport {
             path: source.path().to_path_buf(),
-            files: total,
-            applied: applied.len(),
-            converted: adapter.converted(),
+            files: source.shards().len(),
+            applied,
+            converted,
             file_dtypes,
             allowed_missing,
             ignored_unexpected: ignored.iter().map(|k| file_key(k)).collect(),
-        };
-        tracing::debug!(
-            path = %report.path.display(),
-            files = report.files,
-            applied = report.applied,
-            converted = report.converted,
-            "weights loaded"
-        );
-        return Ok((module, report));
+        });
     }
     let hint = mismatch_hint(
         source,
-        applied.len(),
+        applied,
         origins.len(),
         &missing,
         &unexpected_file_keys,
@@ -525,7 +592,7 @@ pub fn load_from_source<M: Module>(
         details: Box::new(MismatchDetails {
             unexpected_file_keys,
             unexpected_details,
-            applied: applied.len(),
+            applied,
             hint,
         }),
     })

@@ -260,11 +260,11 @@ fn lora_key(key: &str) -> Option<(&str, char)> {
     None
 }
 
-/// Float parameters of a module by burn path: shape, dtype, device (lazy ones not allocated).
+/// Float parameter shapes of a module by burn path (lazy ones not allocated).
 #[derive(Default)]
-struct FloatParamInfo {
+struct FloatParamShapes {
     path: PathStack,
-    params: HashMap<String, (Vec<usize>, DType, Device)>,
+    shapes: HashMap<String, Vec<usize>>,
 }
 
 /// Burn paths as the applier builds them with `skip_enum_variants = true`.
@@ -294,7 +294,7 @@ impl PathStack {
     }
 }
 
-impl ModuleVisitor for FloatParamInfo {
+impl ModuleVisitor for FloatParamShapes {
     fn enter_module(&mut self, name: &str, container_type: &str) {
         self.path.enter(name, container_type);
     }
@@ -304,90 +304,92 @@ impl ModuleVisitor for FloatParamInfo {
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let (dtype, device) = if param.is_initialized() {
-            let base = param.base();
-            (base.dtype(), base.device())
+        self.shapes
+            .insert(self.path.current(), param.lazy_shape().dims::<D>().to_vec());
+    }
+}
+
+/// One LoRA pair's update of a weight, `scale * B @ A` in PEFT's layout. Computed only when
+/// the weight is merged, so a 7B adapter never holds its full-size updates all at once.
+#[derive(Clone)]
+pub(crate) struct LoraUpdate {
+    a: PackTensor,
+    b: PackTensor,
+    scale: f64,
+}
+
+impl LoraUpdate {
+    /// The update in burn's Linear layout, `scale * A^T @ B^T` `[d_in, d_out]`, in f32.
+    fn delta(&self, device: &Device) -> Result<Tensor<2>, String> {
+        let a = to_f32_tensor(&self.a, device)?;
+        let b = to_f32_tensor(&self.b, device)?;
+        Ok(a.transpose().matmul(b.transpose()).mul_scalar(self.scale))
+    }
+
+    /// `weight + update` for a burn-layout weight, added in f32 and returned in the weight's
+    /// dtype.
+    fn add_to(&self, weight: Tensor<2>) -> Result<Tensor<2>, String> {
+        let delta = self.delta(&weight.device())?;
+        let dtype = weight.dtype();
+        Ok(if dtype == DType::F32 {
+            weight + delta
         } else {
-            let device = param.lazy_device();
-            (device.settings().float_dtype.into(), device)
-        };
-        self.params.insert(
-            self.path.current(),
-            (param.lazy_shape().dims::<D>().to_vec(), dtype, device),
-        );
-    }
-}
-
-/// Adds a precomputed `[d_in, d_out]` update to the parameters at the given paths.
-struct AddDeltas {
-    path: PathStack,
-    deltas: HashMap<String, TensorData>,
-}
-
-impl ModuleMapper for AddDeltas {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.enter(name, container_type);
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.exit();
-    }
-
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let Some(delta) = self.deltas.remove(&self.path.current()) else {
-            return param;
-        };
-        param.map(|weight| {
-            let dtype = weight.dtype();
-            // Rank 2 was checked when the delta was made.
-            let delta = Tensor::<D>::from_data(delta, &weight.device());
-            if dtype == DType::F32 {
-                weight + delta
-            } else {
-                (weight.cast(FloatDType::F32) + delta).cast(dtype)
-            }
+            (weight.cast(FloatDType::F32) + delta).cast(dtype)
         })
     }
+
+    /// [`LoraUpdate::add_to`] on host data (the streaming converter's path), on the CPU.
+    ///
+    /// # Errors
+    /// A message when the adapter tensors cannot be read or the weight is not rank 2.
+    pub(crate) fn add_to_data(&self, weight: TensorData) -> Result<TensorData, String> {
+        if weight.shape().len() != 2 {
+            return Err(format!(
+                "a LoRA update needs a rank-2 weight, got {:?}",
+                weight.shape()
+            ));
+        }
+        // `from_data` widens to the device's f32; the sum goes back to the weight's dtype.
+        let dtype = weight.dtype();
+        let weight = Tensor::<2>::from_data(weight, &Device::flex());
+        Ok(self.add_to(weight)?.into_data().convert_dtype(dtype))
+    }
 }
 
-fn to_f32_tensor(tensor: &PackTensor, device: &Device) -> Result<Tensor<2>, String> {
-    let data = bridge::to_data(tensor)
-        .map_err(|e| format!("cannot read {}: {e}", tensor.name))?
-        .convert_dtype(DType::F32);
-    Ok(Tensor::<2>::from_data(data, device))
+/// What an adapter does to a model, checked against its parameter shapes before anything is
+/// read or changed.
+pub(crate) struct AdapterPlan {
+    /// LoRA updates by the burn path of the weight they change.
+    pub(crate) updates: HashMap<String, LoraUpdate>,
+    /// Full tensors (`modules_to_save`), renamed to burn paths.
+    pub(crate) full: Vec<PackTensor>,
+    /// The adapter file key of each full tensor, by its burn path.
+    pub(crate) full_keys: HashMap<String, String>,
+    /// Per merged pair: `(burn path of the weight, rank, scale)`.
+    pub(crate) merged: Vec<(String, usize, f64)>,
 }
 
-/// Merges a PEFT LoRA adapter into `module` (see the module docs), strictly.
-///
-/// `remaps` is the table of the family the adapter was trained on (the same one the base was
-/// loaded with: e.g. [`crate::legion::glamm_legion_remaps`] for GLaMM / LEGION,
-/// [`crate::llama::LLAMA_HF_REMAP`] for an HF LLaMA); PEFT's `base_model.model.` prefix is
-/// stripped first. `options.float_dtype` applies to the replaced (`modules_to_save`) tensors.
+/// Reads an adapter's tensor list and checks it against `shapes` (float parameters by burn
+/// path, enum variants skipped): every `lora_A` has its `lora_B`, each pair fits its weight at
+/// its rank, every full tensor lands on a parameter.
 ///
 /// # Errors
-/// [`WeightsError::Read`] when the adapter file cannot be read, [`WeightsError::Adapter`]
-/// listing every key that maps to no model weight, every unpaired `lora_A` / `lora_B`, and
-/// every shape or rank mismatch.
-pub fn merge_peft_adapter<M: Module>(
-    mut module: M,
+/// As [`merge_peft_adapter`].
+pub(crate) fn plan_adapter(
     adapter: &PeftAdapter,
     remaps: &RemapTable,
-    options: &LoadOptions<'_>,
-) -> Result<(M, AdapterReport), WeightsError> {
+    shapes: &HashMap<String, Vec<usize>>,
+    top_level_key: &super::TopLevelKey,
+) -> Result<AdapterPlan, WeightsError> {
     let format = if adapter.weights_path.extension().is_some_and(|e| e == "bin") {
         CheckpointFormat::Pytorch
     } else {
         CheckpointFormat::Safetensors
     };
     let source = CheckpointSource::single_file(&adapter.weights_path, format);
-    let tensors = source.read_shard(0, &options.top_level_key)?;
-
-    let mut info = FloatParamInfo::default();
-    module.visit(&mut info);
-    let params = info.params;
+    let tensors = source.read_shard(0, top_level_key)?;
 
     let mut pairs: BTreeMap<String, LoraPair> = BTreeMap::new();
-    // Full tensors (`modules_to_save`), renamed to burn paths, with their file keys.
     let mut full: Vec<PackTensor> = Vec::new();
     let mut full_keys: HashMap<String, String> = HashMap::new();
     let mut problems: Vec<String> = Vec::new();
@@ -422,10 +424,10 @@ pub fn merge_peft_adapter<M: Module>(
         }
     }
 
-    let mut deltas: HashMap<String, TensorData> = HashMap::new();
+    let mut updates = HashMap::new();
     let mut merged = Vec::new();
-    for (module_name, pair) in &pairs {
-        let (Some(a), Some(b)) = (&pair.a, &pair.b) else {
+    for (module_name, pair) in pairs {
+        let (Some(a), Some(b)) = (pair.a.as_ref(), pair.b.as_ref()) else {
             let (have, lacks) = if pair.a.is_some() {
                 ("lora_A", "lora_B")
             } else {
@@ -437,14 +439,14 @@ pub fn merge_peft_adapter<M: Module>(
             continue;
         };
         let target = remaps.apply(&format!("{module_name}.weight"));
-        let Some((shape, _, device)) = params.get(&target) else {
+        let Some(shape) = shapes.get(&target) else {
             problems.push(format!(
                 "{PEFT_PREFIX}{module_name}.lora_{{A,B}}: `{module_name}.weight` maps to `{target}`, \
                  which is not a parameter of the model"
             ));
             continue;
         };
-        let (rank, scale) = adapter.config.rank_and_scale(module_name);
+        let (rank, scale) = adapter.config.rank_and_scale(&module_name);
         let (a_shape, b_shape) = (a.shape.to_vec(), b.shape.to_vec());
         // burn Linear weight [d_in, d_out]; PEFT A [r, d_in], B [d_out, r].
         let fits = shape.len() == 2
@@ -460,22 +462,15 @@ pub fn merge_peft_adapter<M: Module>(
             ));
             continue;
         }
-        let delta = to_f32_tensor(a, device).and_then(|a| {
-            let b = to_f32_tensor(b, device)?;
-            Ok(a.transpose().matmul(b.transpose()).mul_scalar(scale))
-        });
-        match delta {
-            Ok(delta) => {
-                deltas.insert(target.clone(), delta.into_data());
-                merged.push((target, rank, scale));
-            }
-            Err(message) => problems.push(message),
-        }
+        let (Some(a), Some(b)) = (pair.a, pair.b) else {
+            unreachable!("both checked above");
+        };
+        updates.insert(target.clone(), LoraUpdate { a, b, scale });
+        merged.push((target, rank, scale));
     }
 
-    // Full tensors must each land on a parameter (checked before anything is changed).
     for tensor in &full {
-        if !params.contains_key(&tensor.name) && !has_norm_alias(&params, &tensor.name) {
+        if !shapes.contains_key(&tensor.name) && !has_norm_alias(shapes, &tensor.name) {
             problems.push(format!(
                 "{}: maps to `{}`, which is not a parameter of the model",
                 full_keys[&tensor.name], tensor.name
@@ -493,18 +488,96 @@ pub fn merge_peft_adapter<M: Module>(
             ),
         });
     }
+    Ok(AdapterPlan {
+        updates,
+        full,
+        full_keys,
+        merged,
+    })
+}
+
+/// Adds each planned LoRA update to its weight, one weight at a time.
+struct AddUpdates {
+    path: PathStack,
+    updates: HashMap<String, LoraUpdate>,
+    problems: Vec<String>,
+}
+
+impl ModuleMapper for AddUpdates {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.exit();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let path = self.path.current();
+        let Some(update) = self.updates.remove(&path) else {
+            return param;
+        };
+        let mut problem = None;
+        let param = param.map(|weight| {
+            // Rank 2 was checked by the plan.
+            let dims = weight.dims();
+            let flat = weight.clone().reshape([dims[0], dims[1]]);
+            match update.add_to(flat) {
+                Ok(sum) => sum.reshape(dims),
+                Err(message) => {
+                    problem = Some(message);
+                    weight
+                }
+            }
+        });
+        if let Some(message) = problem {
+            self.problems.push(format!("{path}: {message}"));
+        }
+        param
+    }
+}
+
+fn to_f32_tensor(tensor: &PackTensor, device: &Device) -> Result<Tensor<2>, String> {
+    let data = bridge::to_data(tensor)
+        .map_err(|e| format!("cannot read {}: {e}", tensor.name))?
+        .convert_dtype(DType::F32);
+    Ok(Tensor::<2>::from_data(data, device))
+}
+
+/// Merges a PEFT LoRA adapter into `module` (see the module docs), strictly.
+///
+/// `remaps` is the table of the family the adapter was trained on (the same one the base was
+/// loaded with: e.g. [`crate::legion::glamm_legion_remaps`] for GLaMM / LEGION,
+/// [`crate::llama::LLAMA_HF_REMAP`] for an HF LLaMA); PEFT's `base_model.model.` prefix is
+/// stripped first. `options.float_dtype` applies to the replaced (`modules_to_save`) tensors.
+/// Each update is computed when its weight is merged, so memory beyond the model is one
+/// weight's update at a time.
+///
+/// # Errors
+/// [`WeightsError::Read`] when the adapter file cannot be read, [`WeightsError::Adapter`]
+/// listing every key that maps to no model weight, every unpaired `lora_A` / `lora_B`, every
+/// shape or rank mismatch, and every adapter tensor that cannot be read.
+pub fn merge_peft_adapter<M: Module>(
+    mut module: M,
+    adapter: &PeftAdapter,
+    remaps: &RemapTable,
+    options: &LoadOptions<'_>,
+) -> Result<(M, AdapterReport), WeightsError> {
+    let mut shapes = FloatParamShapes::default();
+    module.visit(&mut shapes);
+    let plan = plan_adapter(adapter, remaps, &shapes.shapes, &options.top_level_key)?;
 
     let mut replaced = Vec::new();
-    if !full.is_empty() {
-        let count = full.len();
+    if !plan.full.is_empty() {
+        let count = plan.full.len();
         let adapter_fn = ImportAdapter::new(TargetDTypes::resolve(&module, options.float_dtype));
-        let result = module.apply(full, None, Some(Box::new(adapter_fn)), true);
+        let result = module.apply(plan.full, None, Some(Box::new(adapter_fn)), true);
         let errors: Vec<String> = result
             .errors
             .iter()
             .map(|e| e.to_string())
             .chain(result.unused.iter().map(|k| {
-                let key = full_keys.get(k).map_or(k.as_str(), String::as_str);
+                let key = plan.full_keys.get(k).map_or(k.as_str(), String::as_str);
                 format!("{key}: not taken by the model")
             }))
             .collect();
@@ -522,15 +595,25 @@ pub fn merge_peft_adapter<M: Module>(
         replaced.sort();
     }
 
-    let mut mapper = AddDeltas {
+    let mut mapper = AddUpdates {
         path: PathStack::default(),
-        deltas,
+        updates: plan.updates,
+        problems: Vec::new(),
     };
     module = module.map(&mut mapper);
-    debug_assert!(mapper.deltas.is_empty(), "every delta found its parameter");
+    debug_assert!(
+        mapper.updates.is_empty(),
+        "every update found its parameter"
+    );
+    if !mapper.problems.is_empty() {
+        return Err(WeightsError::Adapter {
+            path: adapter.weights_path.clone(),
+            message: format!("cannot merge: {}", list(&mapper.problems)),
+        });
+    }
     tracing::debug!(
         path = %adapter.weights_path.display(),
-        merged = merged.len(),
+        merged = plan.merged.len(),
         replaced = replaced.len(),
         "PEFT adapter merged"
     );
@@ -538,14 +621,14 @@ pub fn merge_peft_adapter<M: Module>(
         module,
         AdapterReport {
             path: adapter.weights_path.clone(),
-            merged,
+            merged: plan.merged,
             replaced,
         },
     ))
 }
 
 /// Whether `path` is a norm's `weight`/`bias` that burn names `gamma`/`beta`.
-fn has_norm_alias(params: &HashMap<String, (Vec<usize>, DType, Device)>, path: &str) -> bool {
+pub(crate) fn has_norm_alias<V>(params: &HashMap<String, V>, path: &str) -> bool {
     let alias = path
         .strip_suffix(".weight")
         .map(|p| format!("{p}.gamma"))

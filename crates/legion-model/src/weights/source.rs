@@ -1,7 +1,7 @@
 //! Where a checkpoint's tensors are: one file, or the shards an HF index names.
 //!
 //! Layouts (as `transformers` / `peft` / `torch.save` write them):
-//! - a single `.safetensors` file;
+//! - a single `.safetensors` file (read tensor by tensor, see `safetensors_file`);
 //! - a single PyTorch file (`.bin` / `.pt` / `.pth` / `.ckpt`: zip or legacy pickle, read by
 //!   burn-store's pure-Rust reader, no code execution), optionally a training checkpoint that
 //!   wraps the state dict under `state_dict` / `model` / `module` ([`TopLevelKey`]);
@@ -18,9 +18,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use burn::store::bridge;
 use burn::store::burn_pack::Tensor as PackTensor;
 use burn::store::pytorch_reader::{PickleValue, PytorchReader};
-use burn::store::{ModuleStore, SafetensorsStore, bridge};
 
 use super::WeightsError;
 
@@ -332,15 +332,7 @@ impl CheckpointSource {
             }
         };
         let tensors: Vec<PackTensor> = match shard.format {
-            CheckpointFormat::Safetensors => {
-                let mut store = SafetensorsStore::from_file(&shard.path);
-                store
-                    .get_all_tensors()
-                    .map_err(|e| read_error("not a readable safetensors file")(e.into()))?
-                    .values()
-                    .cloned()
-                    .collect()
-            }
+            CheckpointFormat::Safetensors => super::safetensors_file::read_lazy(&shard.path)?,
             CheckpointFormat::Pytorch => {
                 let root = read_pickle_restricted(&shard.path)?;
                 let key = match top_level_key {
