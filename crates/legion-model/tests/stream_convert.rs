@@ -56,12 +56,7 @@ fn in_memory(case: &Case<'_>, checkpoint: &Path, out: &Path) -> Result<(), Strin
     };
     let model = LegionConfig::fixture().init(&Device::flex()).unwrap();
     let (mut model, _) = model
-        .load_glamm_with(
-            checkpoint,
-            case.clip.clone(),
-            &Allowances::strict(),
-            &options,
-        )
+        .load_glamm_with(checkpoint, case.clip, &Allowances::strict(), &options)
         .map_err(|e| e.to_string())?;
     if let Some(adapter) = &case.adapter {
         model = model
@@ -83,7 +78,7 @@ fn in_memory(case: &Case<'_>, checkpoint: &Path, out: &Path) -> Result<(), Strin
 fn streamed(case: &Case<'_>, checkpoint: &Path, out: &Path) -> Result<(), String> {
     let request = ConvertRequest {
         checkpoint,
-        clip: case.clip.clone(),
+        clip: case.clip,
         adapter: case.adapter.as_deref(),
         allow: &Allowances::strict(),
         options: LoadOptions {
