@@ -51,19 +51,10 @@ pub fn save_native(
     metadata: &BTreeMap<String, String>,
     overwrite: bool,
 ) -> Result<NativeFiles, WeightsError> {
-    let files = prepare_native_folder(dir, overwrite)?;
-    let mut store = BurnpackStore::from_file(&files.weights).overwrite(overwrite);
-    for (key, value) in native_metadata(metadata) {
-        store = store.metadata(key, value);
-    }
-    model
-        .save_into(&mut store)
-        .map_err(|e| WeightsError::Write {
-            path: files.weights.clone(),
-            what: "cannot write burnpack",
-            source: Box::new(e),
-        })?;
-    finish_native_folder(&files, config, dir)
+    // What `BurnpackStore::collect_from` writes: every parameter under its burn path, enum
+    // variants included, each read back only when the writer reaches it.
+    let tensors = model.collect(None, None, false);
+    write_native_tensors(tensors, config, dir, metadata, overwrite)
 }
 
 /// Writes tensors already named by burn path ([`StreamPlan::into_tensors`]) and `config` as a
@@ -83,28 +74,6 @@ pub fn write_native_tensors(
     metadata: &BTreeMap<String, String>,
     overwrite: bool,
 ) -> Result<NativeFiles, WeightsError> {
-    let files = prepare_native_folder(dir, overwrite)?;
-    let mut writer = Writer::new(tensors);
-    for (key, value) in BurnpackStore::default_metadata()
-        .into_iter()
-        .chain(native_metadata(metadata))
-    {
-        writer = writer.with_metadata(&key, &value);
-    }
-    writer
-        .auto_extension(false)
-        .overwrite(overwrite)
-        .write_to_file(&files.weights)
-        .map_err(|e| WeightsError::Write {
-            path: files.weights.clone(),
-            what: "cannot write burnpack",
-            source: Box::new(e),
-        })?;
-    finish_native_folder(&files, config, dir)
-}
-
-/// Creates `dir` and refuses existing files unless `overwrite`.
-fn prepare_native_folder(dir: &Path, overwrite: bool) -> Result<NativeFiles, WeightsError> {
     std::fs::create_dir_all(dir).map_err(|source| WeightsError::SourceIo {
         path: dir.to_path_buf(),
         source,
@@ -123,26 +92,23 @@ fn prepare_native_folder(dir: &Path, overwrite: bool) -> Result<NativeFiles, Wei
             }
         }
     }
-    Ok(files)
-}
-
-/// The `.bpk` header entries legion adds: its format tag and `legion.<key>` per entry.
-fn native_metadata(metadata: &BTreeMap<String, String>) -> Vec<(String, String)> {
-    std::iter::once(("legion.format".to_string(), "legion-native-1".to_string()))
-        .chain(
-            metadata
-                .iter()
-                .map(|(key, value)| (format!("legion.{key}"), value.clone())),
-        )
-        .collect()
-}
-
-/// Writes the config once the weights are in place.
-fn finish_native_folder(
-    files: &NativeFiles,
-    config: &LegionConfig,
-    dir: &Path,
-) -> Result<NativeFiles, WeightsError> {
+    let mut writer = Writer::new(tensors)
+        .with_metadata("legion.format", "legion-native-1")
+        .auto_extension(false)
+        .overwrite(overwrite);
+    for (key, value) in BurnpackStore::default_metadata() {
+        writer = writer.with_metadata(&key, &value);
+    }
+    for (key, value) in metadata {
+        writer = writer.with_metadata(&format!("legion.{key}"), value);
+    }
+    writer
+        .write_to_file(&files.weights)
+        .map_err(|e| WeightsError::Write {
+            path: files.weights.clone(),
+            what: "cannot write burnpack",
+            source: Box::new(e),
+        })?;
     config
         .save(&files.config)
         .map_err(|e| WeightsError::Write {
@@ -151,7 +117,7 @@ fn finish_native_folder(
             source: Box::new(e),
         })?;
     tracing::debug!(dir = %dir.display(), "native model written");
-    Ok(files.clone())
+    Ok(files)
 }
 
 /// Reads a native folder: the config, then every parameter, strictly (missing or extra tensors

@@ -17,6 +17,8 @@ use burn::store::{
 };
 use burn::tensor::{DType, FloatDType, Tensor};
 
+use super::PathStack;
+
 /// Which float dtype loaded tensors get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FloatDTypePolicy {
@@ -65,37 +67,33 @@ impl TargetDTypes {
 /// `skip_enum_variants = true`).
 #[derive(Default)]
 struct ParamDTypes {
-    path: Vec<String>,
-    /// Whether each entered container pushed a path segment (enum variants do not).
-    pushed: Vec<bool>,
+    path: PathStack,
     dtypes: HashMap<String, DType>,
 }
 
 impl ModuleVisitor for ParamDTypes {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        let push = !container_type.starts_with("Enum:");
-        if push {
-            self.path.push(name.to_string());
-        }
-        self.pushed.push(push);
+        self.path.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        if self.pushed.pop() == Some(true) {
-            self.path.pop();
-        }
+        self.path.exit();
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let dtype = if param.is_initialized() {
-            // `base` is a cheap handle clone; `val` would materialize a reparameterization.
-            param.base().dtype()
-        } else {
-            // A lazy parameter initializes with its device's default float dtype; asking
-            // for its value here would allocate it just to read the dtype.
-            param.lazy_device().settings().float_dtype.into()
-        };
-        self.dtypes.insert(self.path.join("."), dtype);
+        self.dtypes.insert(self.path.current(), param_dtype(param));
+    }
+}
+
+/// A float parameter's dtype, without initializing a lazy one.
+pub(crate) fn param_dtype<const D: usize>(param: &Param<Tensor<D>>) -> DType {
+    if param.is_initialized() {
+        // `base` is a cheap handle clone; `val` would materialize a reparameterization.
+        param.base().dtype()
+    } else {
+        // A lazy parameter initializes with its device's default float dtype; asking for its
+        // value here would allocate it just to read the dtype.
+        param.lazy_device().settings().float_dtype.into()
     }
 }
 

@@ -194,6 +194,35 @@ pub struct MismatchDetails {
     pub hint: Option<String>,
 }
 
+/// Burn paths as burn-store's applier builds them with `skip_enum_variants = true` (what
+/// remapped file keys are matched against), for module visitors and mappers.
+#[derive(Default)]
+pub(crate) struct PathStack {
+    names: Vec<String>,
+    /// Whether each entered container pushed a path segment (enum variants do not).
+    pushed: Vec<bool>,
+}
+
+impl PathStack {
+    pub(crate) fn enter(&mut self, name: &str, container_type: &str) {
+        let push = !container_type.starts_with("Enum:");
+        if push {
+            self.names.push(name.to_string());
+        }
+        self.pushed.push(push);
+    }
+
+    pub(crate) fn exit(&mut self) {
+        if self.pushed.pop() == Some(true) {
+            self.names.pop();
+        }
+    }
+
+    pub(crate) fn current(&self) -> String {
+        self.names.join(".")
+    }
+}
+
 /// Joins at most 40 names, then says how many more.
 pub(crate) fn list<S: AsRef<str>>(items: &[S]) -> String {
     if items.is_empty() {

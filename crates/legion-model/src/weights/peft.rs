@@ -50,7 +50,7 @@ use serde::Deserialize;
 
 use super::dtype::{ImportAdapter, TargetDTypes};
 use super::source::{CheckpointFormat, CheckpointSource};
-use super::{LoadOptions, RemapTable, WeightsError, list};
+use super::{LoadOptions, PathStack, RemapTable, WeightsError, list};
 
 /// PEFT wraps the model it adapts; its keys carry this prefix.
 pub const PEFT_PREFIX: &str = "base_model.model.";
@@ -267,33 +267,6 @@ struct FloatParamShapes {
     shapes: HashMap<String, Vec<usize>>,
 }
 
-/// Burn paths as the applier builds them with `skip_enum_variants = true`.
-#[derive(Default)]
-struct PathStack {
-    names: Vec<String>,
-    pushed: Vec<bool>,
-}
-
-impl PathStack {
-    fn enter(&mut self, name: &str, container_type: &str) {
-        let push = !container_type.starts_with("Enum:");
-        if push {
-            self.names.push(name.to_string());
-        }
-        self.pushed.push(push);
-    }
-
-    fn exit(&mut self) {
-        if self.pushed.pop() == Some(true) {
-            self.names.pop();
-        }
-    }
-
-    fn current(&self) -> String {
-        self.names.join(".")
-    }
-}
-
 impl ModuleVisitor for FloatParamShapes {
     fn enter_module(&mut self, name: &str, container_type: &str) {
         self.path.enter(name, container_type);
@@ -427,16 +400,19 @@ pub(crate) fn plan_adapter(
     let mut updates = HashMap::new();
     let mut merged = Vec::new();
     for (module_name, pair) in pairs {
-        let (Some(a), Some(b)) = (pair.a.as_ref(), pair.b.as_ref()) else {
-            let (have, lacks) = if pair.a.is_some() {
-                ("lora_A", "lora_B")
-            } else {
-                ("lora_B", "lora_A")
-            };
-            problems.push(format!(
-                "{PEFT_PREFIX}{module_name}: has {have} but no {lacks}"
-            ));
-            continue;
+        let (a, b) = match (pair.a, pair.b) {
+            (Some(a), Some(b)) => (a, b),
+            (a, _) => {
+                let (have, lacks) = if a.is_some() {
+                    ("lora_A", "lora_B")
+                } else {
+                    ("lora_B", "lora_A")
+                };
+                problems.push(format!(
+                    "{PEFT_PREFIX}{module_name}: has {have} but no {lacks}"
+                ));
+                continue;
+            }
         };
         let target = remaps.apply(&format!("{module_name}.weight"));
         let Some(shape) = shapes.get(&target) else {
@@ -462,9 +438,6 @@ pub(crate) fn plan_adapter(
             ));
             continue;
         }
-        let (Some(a), Some(b)) = (pair.a, pair.b) else {
-            unreachable!("both checked above");
-        };
         updates.insert(target.clone(), LoraUpdate { a, b, scale });
         merged.push((target, rank, scale));
     }
@@ -628,7 +601,7 @@ pub fn merge_peft_adapter<M: Module>(
 }
 
 /// Whether `path` is a norm's `weight`/`bias` that burn names `gamma`/`beta`.
-pub(crate) fn has_norm_alias<V>(params: &HashMap<String, V>, path: &str) -> bool {
+fn has_norm_alias<V>(params: &HashMap<String, V>, path: &str) -> bool {
     let alias = path
         .strip_suffix(".weight")
         .map(|p| format!("{p}.gamma"))

@@ -21,10 +21,11 @@ use burn::store::burn_pack::Tensor as PackTensor;
 use burn::store::{ApplyError, ModuleAdapter, ModuleContext, PyTorchToBurnAdapter, bridge};
 use burn::tensor::{DType, Tensor};
 
+use super::dtype::param_dtype;
 use super::peft::{AdapterPlan, plan_adapter};
 use super::{
-    Allowances, CheckpointSource, FloatDTypePolicy, LoadOptions, LoadReport, Outcome, PeftAdapter,
-    RemapTable, Remapped, WeightsError, judge, list,
+    Allowances, CheckpointSource, FloatDTypePolicy, LoadOptions, LoadReport, Outcome, PathStack,
+    PeftAdapter, RemapTable, Remapped, WeightsError, judge, list,
 };
 
 /// One float parameter of a module, read without initializing it.
@@ -46,54 +47,39 @@ struct ParamSlot {
 /// does not convert them.
 #[derive(Default)]
 struct SlotCollector {
-    containers: Vec<String>,
+    /// Import paths (enum variants skipped).
+    path: PathStack,
+    /// Native path segments (enum variants included) and their containers.
     names: Vec<String>,
+    containers: Vec<String>,
     slots: Vec<ParamSlot>,
     unsupported: Vec<String>,
 }
 
-impl SlotCollector {
-    fn native_path(&self) -> String {
-        self.names.join(".")
-    }
-
-    fn import_path(&self) -> String {
-        self.names
-            .iter()
-            .zip(&self.containers)
-            .filter(|(_, container)| !container.starts_with("Enum:"))
-            .map(|(name, _)| name.as_str())
-            .collect::<Vec<_>>()
-            .join(".")
-    }
-}
-
 impl ModuleVisitor for SlotCollector {
     fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
         self.containers.push(container_type.to_string());
         self.names.push(name.to_string());
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.exit();
         self.containers.pop();
         self.names.pop();
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let dtype: DType = if param.is_initialized() {
-            param.base().dtype()
-        } else {
-            param.lazy_device().settings().float_dtype.into()
-        };
+        let dtype = param_dtype(param);
         let shape = param.lazy_shape();
-        let native_path = self.native_path();
+        let native_path = self.names.join(".");
         let param = param.clone();
         let initial =
             bridge::deferred(native_path.clone(), dtype, shape.clone(), None, move || {
                 Ok(param.val().into_data())
             });
         self.slots.push(ParamSlot {
-            path: self.import_path(),
+            path: self.path.current(),
             native_path,
             containers: self.containers.clone(),
             shape: shape.to_vec(),
@@ -103,11 +89,11 @@ impl ModuleVisitor for SlotCollector {
     }
 
     fn visit_int<const D: usize>(&mut self, _param: &Param<Tensor<D, burn::tensor::Int>>) {
-        self.unsupported.push(self.native_path());
+        self.unsupported.push(self.names.join("."));
     }
 
     fn visit_bool<const D: usize>(&mut self, _param: &Param<Tensor<D, burn::tensor::Bool>>) {
-        self.unsupported.push(self.native_path());
+        self.unsupported.push(self.names.join("."));
     }
 }
 
@@ -145,16 +131,6 @@ impl StreamPlan {
             chosen,
             policy,
         })
-    }
-
-    /// Number of parameters.
-    pub fn len(&self) -> usize {
-        self.slots.len()
-    }
-
-    /// Whether the module has no parameter.
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
     }
 
     /// Number of scalar parameters.
