@@ -68,6 +68,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     quiet_headless_gpu_probes();
+    host_default_device();
     let cli = Cli::parse();
     // wgpu probes its OpenGL backend beside Vulkan and logs an ERROR when no GL driver loads
     // (any headless machine), even though the Vulkan adapter it then uses works: keep that
@@ -105,6 +106,19 @@ fn quiet_headless_gpu_probes() {
     {
         // SAFETY: called first thing in `main`, before any other thread exists.
         unsafe { std::env::set_var("WAYLAND_DISPLAY", "/nonexistent/legion-headless") };
+    }
+}
+
+/// Makes burn's default device the CPU (`BURN_DEVICE=flex`) unless the user set one. Why: every
+/// tensor of ours is placed on the device the user chose, but burn itself materialises a
+/// resumed run's optimizer state on `Device::default()` (`ModuleOptimizer::load_record`; the
+/// state moves to each parameter's device on the next step), and with the `cuda` feature that
+/// default is CUDA: a build with cuda then panicked resuming a run on wgpu or the CPU of a
+/// machine without a CUDA driver. The host is always there.
+fn host_default_device() {
+    if std::env::var_os("BURN_DEVICE").is_none() {
+        // SAFETY: called first thing in `main`, before any other thread exists.
+        unsafe { std::env::set_var("BURN_DEVICE", "flex") };
     }
 }
 

@@ -174,6 +174,11 @@ pub fn latest_checkpoint(root: &Path) -> Result<Option<PathBuf>, TrainError> {
 
 /// Loads a checkpoint into a model built exactly as the saving run built it.
 ///
+/// burn materialises the optimizer state on its `Device::default()` (it moves to each
+/// parameter's device on the next step); with a GPU backend compiled in, that default is the
+/// GPU unless `BURN_DEVICE` says otherwise. The `legion` binary sets `BURN_DEVICE=flex` (the
+/// host) when unset; other callers that resume on a different device should do the same.
+///
 /// # Errors
 /// [`TrainError::Io`] / [`TrainError::Bundle`] naming the file; the model load is strict.
 pub fn load_checkpoint<M: Module>(
