@@ -182,6 +182,16 @@ fn print_summary(summary: &TrainSummary) {
         if let Some(e) = after {
             row("trained", e);
         }
+        for (name, scores) in [("untrained", before), ("trained", after)] {
+            if let Some(kinds) = scores.and_then(|e| e.kinds.as_ref()) {
+                println!();
+                println!(
+                    "{name}: the first phrase names the planted kind of artifact on {:.1}% of {} images",
+                    kinds.accuracy, kinds.images
+                );
+                print!("{}", kinds.table());
+            }
+        }
     }
     for (name, scores) in [("untrained", &summary.before), ("trained", &summary.after)] {
         if let Some(TaskEval::Detect(scores)) = scores {

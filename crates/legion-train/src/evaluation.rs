@@ -11,6 +11,8 @@ use burn::tensor::{Device, Tensor};
 use serde::Serialize;
 
 use legion_data::dataset::{Sample, SampleConfig, SynthScarsSplit};
+use legion_data::labels::ArtifactCategory;
+use legion_data::synth::named_kind;
 use legion_eval::ground_truth::polygon_gt_mask;
 use legion_eval::metrics::localization::{PixelCounts, f1_fg, miou_bg_fg};
 use legion_eval::rouge::{clean_analysis_text, rouge_l};
@@ -42,13 +44,80 @@ pub struct EvalSummary {
     pub masks_per_image: f64,
     /// Fraction of predicted pixels over all pixels.
     pub predicted_area: f64,
+    /// Whether the predicted phrases name the planted kind of artifact (images whose truth
+    /// phrases name a kind in the synthetic generator's vocabulary; `None` when none do).
+    pub kinds: Option<KindScores>,
+}
+
+/// How often the model names the kind of artifact planted in an image (the synthetic data's
+/// phrases name it, [`legion_data::synth::named_kind`]).
+///
+/// Per image whose truth phrases name a kind: the planted kind is that of its first ref (the
+/// generator plants one kind per image), the named kind that of the first predicted phrase that
+/// names one, or none.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KindScores {
+    /// Images scored (those with a planted kind).
+    pub images: usize,
+    /// Share of them whose named kind is the planted one, x100.
+    pub accuracy: f64,
+    /// `confusion[planted][named]`: rows and columns in [`ArtifactCategory::ALL`] order, plus a
+    /// last column for "named no kind".
+    pub confusion: [[usize; 4]; 3],
+}
+
+impl KindScores {
+    fn from_pairs(pairs: &[(ArtifactCategory, Option<ArtifactCategory>)]) -> Option<Self> {
+        if pairs.is_empty() {
+            return None;
+        }
+        let index = |k: ArtifactCategory| {
+            ArtifactCategory::ALL
+                .iter()
+                .position(|&c| c == k)
+                .expect("ALL lists every category")
+        };
+        let mut confusion = [[0usize; 4]; 3];
+        for &(planted, named) in pairs {
+            confusion[index(planted)][named.map_or(3, index)] += 1;
+        }
+        let right = pairs.iter().filter(|(p, n)| Some(*p) == *n).count();
+        Some(Self {
+            images: pairs.len(),
+            accuracy: 100.0 * right as f64 / pairs.len() as f64,
+            confusion,
+        })
+    }
+
+    /// The confusion table in Markdown (planted kind per row, named kind per column).
+    pub fn table(&self) -> String {
+        let mut out = String::from(
+            "| planted \\ named | physics | structure | distortion | none |\n|---|---|---|---|---|\n",
+        );
+        for (k, row) in ArtifactCategory::ALL.iter().zip(&self.confusion) {
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {} |\n",
+                k.title().to_lowercase(),
+                row[0],
+                row[1],
+                row[2],
+                row[3]
+            ));
+        }
+        out
+    }
 }
 
 impl EvalSummary {
-    /// `mIoU 54.1  F1 30.2  ROUGE-L 40.0  (all-background: mIoU 45.0  F1 12.5)`.
+    /// `mIoU 54.1  F1 30.2  ROUGE-L 40.0  kind named 61.1  (all-background: mIoU 45.0  F1 12.5)`.
     pub fn one_line(&self) -> String {
+        let kinds = self
+            .kinds
+            .as_ref()
+            .map(|k| format!("  kind named {:.1}", k.accuracy))
+            .unwrap_or_default();
         format!(
-            "mIoU {:.2}  F1 {:.2}  ROUGE-L {:.2}  masks/image {:.2}  (all-background: mIoU {:.2}  F1 {:.2}; {} images)",
+            "mIoU {:.2}  F1 {:.2}  ROUGE-L {:.2}  masks/image {:.2}{kinds}  (all-background: mIoU {:.2}  F1 {:.2}; {} images)",
             self.miou,
             self.f1,
             self.rouge_l,
@@ -157,6 +226,7 @@ pub fn evaluate(
     generation.pad_token_id = tokenizer.special().unk;
     let (mut miou, mut f1, mut rouge, mut bg_miou, mut bg_f1) = (0.0, 0.0, 0.0, 0.0, 0.0);
     let (mut masks, mut predicted, mut pixels) = (0usize, 0u64, 0u64);
+    let mut kinds = Vec::new();
     let indices: Vec<usize> = (0..split.len()).collect();
     for chunk in indices.chunks(EVAL_BATCH) {
         let samples = chunk
@@ -185,6 +255,10 @@ pub fn evaluate(
             bg_miou += miou_bg_fg(&empty);
             bg_f1 += f1_fg(&empty);
             rouge += rouge_l(&clean_analysis_text(&record.caption), &analysis.clean_text).fmeasure;
+            if let Some(planted) = record.refs.first().and_then(|r| named_kind(&r.sentence)) {
+                let named = analysis.phrases.iter().find_map(|p| named_kind(p));
+                kinds.push((planted, named));
+            }
             masks += analysis.artifacts.len();
             predicted += prediction.iter().map(|&v| u64::from(v)).sum::<u64>();
             pixels += (h * w) as u64;
@@ -200,5 +274,32 @@ pub fn evaluate(
         background_f1: 100.0 * bg_f1 / n,
         masks_per_image: masks as f64 / n,
         predicted_area: predicted as f64 / pixels.max(1) as f64,
+        kinds: KindScores::from_pairs(&kinds),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_scores_count_the_confusion_and_the_unnamed() {
+        use ArtifactCategory::{Distortion, Physics, Structure};
+        assert_eq!(KindScores::from_pairs(&[]), None);
+        let scores = KindScores::from_pairs(&[
+            (Physics, Some(Physics)),
+            (Structure, Some(Physics)),
+            (Structure, Some(Structure)),
+            (Distortion, None),
+        ])
+        .unwrap();
+        assert_eq!(scores.images, 4);
+        assert_eq!(scores.accuracy, 50.0);
+        // Rows and columns in `ArtifactCategory::ALL` order (physics, structure, distortion),
+        // then "none".
+        assert_eq!(scores.confusion, [[1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 0, 1]]);
+        let table = scores.table();
+        assert!(table.contains("| structure | 1 | 1 | 0 | 0 |"), "{table}");
+        assert!(table.contains("| distortion | 0 | 0 | 0 | 1 |"), "{table}");
+    }
 }

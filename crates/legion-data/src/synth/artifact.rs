@@ -115,8 +115,16 @@ enum Target {
     Reflection,
 }
 
-/// Plans up to `count` artifacts on distinct targets of `scene`.
-pub(crate) fn plan(rng: &mut SplitMix64, scene: &Scene, count: usize) -> Vec<Planned> {
+/// Plans up to `count` artifacts of one `kind` on distinct targets of `scene` (fewer when the
+/// scene has fewer targets of that kind). One kind per image: what the image shows wrong is a
+/// single question a model can learn to answer, and the kind named by the phrases
+/// ([`kind_phrase`]) is then the image's.
+pub(crate) fn plan(
+    rng: &mut SplitMix64,
+    scene: &Scene,
+    count: usize,
+    kind: ArtifactCategory,
+) -> Vec<Planned> {
     let mut used: Vec<Target> = Vec::new();
     let mut planned = Vec::new();
     let probe = Canvas::new(scene.size as usize);
@@ -145,7 +153,7 @@ pub(crate) fn plan(rng: &mut SplitMix64, scene: &Scene, count: usize) -> Vec<Pla
                 (ArtifactCategory::Distortion, &distortion),
                 (ArtifactCategory::Physics, &physics),
             ] {
-                if !targets.is_empty() {
+                if category == kind && !targets.is_empty() {
                     options.push((category, targets));
                 }
             }
@@ -168,6 +176,7 @@ pub(crate) fn plan(rng: &mut SplitMix64, scene: &Scene, count: usize) -> Vec<Pla
                     .all(|p| !probe.pixels_in(std::slice::from_ref(p)).is_empty())
                 {
                     artifact.category = category;
+                    artifact.phrase = kind_phrase(category, &artifact.phrase);
                     planned.push(artifact);
                     used.push(target);
                     break;
@@ -176,6 +185,39 @@ pub(crate) fn plan(rng: &mut SplitMix64, scene: &Scene, count: usize) -> Vec<Pla
         }
     }
     planned
+}
+
+/// The word that starts the phrase of a structure artifact ("Deformed left hand").
+const STRUCTURE_WORD: &str = "Deformed";
+/// The word that starts the phrase of a distortion artifact ("Garbled left hand").
+const DISTORTION_WORD: &str = "Garbled";
+
+/// The ref phrase of an artifact of `kind` on a target named `target` ("The left hand"): the
+/// phrase names the kind, so a model's phrase can be scored for it ([`named_kind`]). Structure
+/// and distortion replace the leading "The" by their word; a physics target is already a shadow
+/// or a reflection ("The shadow of the bird").
+pub(crate) fn kind_phrase(kind: ArtifactCategory, target: &str) -> String {
+    let word = match kind {
+        ArtifactCategory::Structure => STRUCTURE_WORD,
+        ArtifactCategory::Distortion => DISTORTION_WORD,
+        ArtifactCategory::Physics => return target.to_string(),
+    };
+    let rest = target.strip_prefix("The ").unwrap_or(target);
+    format!("{word} {rest}")
+}
+
+/// The artifact kind a phrase names in the generator's vocabulary (its first kind word, case
+/// ignored): "deformed" is structure, "garbled" distortion, "shadow" or "reflection" physics.
+/// `None` when the phrase names none.
+pub fn named_kind(phrase: &str) -> Option<ArtifactCategory> {
+    phrase
+        .split(|c: char| !c.is_alphanumeric())
+        .find_map(|word| match word.to_lowercase().as_str() {
+            "deformed" => Some(ArtifactCategory::Structure),
+            "garbled" => Some(ArtifactCategory::Distortion),
+            "shadow" | "reflection" => Some(ArtifactCategory::Physics),
+            _ => None,
+        })
 }
 
 /// Clips to the image, drops slivers, rounds to 1/1000 px and, when `overshoot` is set, moves

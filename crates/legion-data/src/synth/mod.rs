@@ -5,7 +5,8 @@
 //! module draws simple images of the four SynthScars content types (human, animal, object,
 //! scene) on varied, mildly noisy backgrounds and plants artifacts of the three categories
 //! (structure, distortion, physics, see `synth::artifact`) whose annotation polygons cover exactly the
-//! altered pixels. It writes
+//! altered pixels; the artifacts of one image are of one kind, which its phrases name
+//! ([`named_kind`]). It writes
 //!
 //! ```text
 //! <root>/train/images/train_00000.png ...   <root>/train/annotations/train.json
@@ -43,6 +44,7 @@ use crate::layout::SplitLayout;
 use crate::progress::{NoProgress, Progress};
 use crate::record::{ArtifactRef, Record, write_annotations};
 
+pub use artifact::named_kind;
 use artifact::{Effect, Planned};
 use canvas::Canvas;
 use rng::{SplitMix64, derive_seed};
@@ -184,8 +186,8 @@ pub fn generate_with_progress(
         let samples: Vec<(Sample, u64)> = plan
             .into_par_iter()
             .enumerate()
-            .map(|(index, (content, clean))| {
-                let mut sample = render_sample(cfg, split, index, content, clean)?;
+            .map(|(index, (content, kind))| {
+                let mut sample = render_sample(cfg, split, index, content, kind)?;
                 let path = layout.image_path(&sample.record.img_file_name);
                 crate::fsutil::write_atomic(&path, &sample.png)
                     .map_err(|e| DataError::io(Location::file(&path), e))?;
@@ -258,9 +260,14 @@ fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
-/// Per image of a split: its content type (balanced: a shuffled round-robin) and whether it is
-/// clean (exactly `round(count * clean_fraction)` images, at shuffled positions).
-fn split_plan(cfg: &SynthConfig, split: &str, count: usize) -> Vec<(ContentType, bool)> {
+/// Per image of a split: its content type (balanced: a shuffled round-robin) and the kind of
+/// its artifacts, `None` for a clean image (exactly `round(count * clean_fraction)` images, at
+/// shuffled positions; the kinds are a shuffled round-robin over the other images).
+fn split_plan(
+    cfg: &SynthConfig,
+    split: &str,
+    count: usize,
+) -> Vec<(ContentType, Option<ArtifactCategory>)> {
     let mut rng = SplitMix64::new(derive_seed(cfg.seed, split, u64::MAX));
     let mut order: Vec<usize> = (0..count).collect();
     rng.shuffle(&mut order);
@@ -269,11 +276,20 @@ fn split_plan(cfg: &SynthConfig, split: &str, count: usize) -> Vec<(ContentType,
     for &i in order.iter().take(clean_count) {
         clean[i] = true;
     }
+    let mut kinds: Vec<usize> = (0..count - clean_count).collect();
+    rng.shuffle(&mut kinds);
+    let mut kinds = kinds
+        .into_iter()
+        .map(|k| ArtifactCategory::ALL[k % ArtifactCategory::ALL.len()]);
+    let kind_of: Vec<Option<ArtifactCategory>> = clean
+        .iter()
+        .map(|&is_clean| if is_clean { None } else { kinds.next() })
+        .collect();
     rng.shuffle(&mut order);
     order
         .iter()
-        .zip(clean)
-        .map(|(&k, is_clean)| (ContentType::ALL[k % ContentType::ALL.len()], is_clean))
+        .zip(kind_of)
+        .map(|(&k, kind)| (ContentType::ALL[k % ContentType::ALL.len()], kind))
         .collect()
 }
 
@@ -286,24 +302,30 @@ fn render_sample(
     split: &str,
     index: usize,
     content: ContentType,
-    clean: bool,
+    kind: Option<ArtifactCategory>,
 ) -> Result<Sample, DataError> {
     let mut rng = SplitMix64::new(derive_seed(cfg.seed, split, index as u64));
     let scene = Scene::build(&mut rng, content, cfg.image_size);
-    let wanted = if clean {
-        0
-    } else {
-        let mut n = 1;
-        while n < cfg.max_artifacts && rng.chance(0.45) {
-            n += 1;
+    let artifacts = match kind {
+        None => Vec::new(),
+        Some(kind) => {
+            let mut wanted = 1;
+            while wanted < cfg.max_artifacts && rng.chance(0.45) {
+                wanted += 1;
+            }
+            artifact::plan(&mut rng, &scene, wanted, kind)
         }
-        n
     };
-    let artifacts = artifact::plan(&mut rng, &scene, wanted);
+    let file_name = image_name(split, index);
+    if kind.is_some() && artifacts.is_empty() {
+        return Err(DataError::invalid(
+            Location::file(format!("{split}/images/{file_name}")),
+            format!("generator bug: no {kind:?} artifact could be planted"),
+        ));
+    }
 
     let canvas = paint(&scene, &artifacts, &mut rng).finished;
 
-    let file_name = image_name(split, index);
     let location = Location::file(format!("{split}/images/{file_name}"));
     let cap = caption::caption(&scene.description, &artifacts);
     // The generator's own invariant: each phrase's first occurrence is where it was written, so
@@ -513,6 +535,11 @@ Each ref's polygons cover exactly the pixels that were altered (pixel centres, e
 - physics: a hard, dark shadow cast towards the light (replacing the correct one), or a
   reflection whose colour (and sometimes position) does not match the object.
 
+The artifacts of one image are all of one kind (the kinds are spread evenly over the images
+with artifacts), and every phrase names its kind: "Deformed left hand" (structure), "Garbled
+roof of the house" (distortion), "The shadow of the fox" or "The reflection on the table"
+(physics). `legion train` scores whether the model's phrases name the planted kind.
+
 Some refs have two polygons, some coordinates overshoot the border by a float round-off (as in
 the release), some phrases end with a period, and some images have no artifact (zero refs).
 Captions follow the release: `Upon examining the image. I have found: <summary>\nTo elaborate, I
@@ -575,7 +602,10 @@ mod tests {
     fn split_plan_balances_content_and_counts_clean_images() {
         let cfg = SynthConfig::new().with_clean_fraction(0.25);
         let plan = split_plan(&cfg, "test", 40);
-        assert_eq!(plan.iter().filter(|p| p.1).count(), 10);
+        assert_eq!(plan.iter().filter(|p| p.1.is_none()).count(), 10);
+        for kind in ArtifactCategory::ALL {
+            assert_eq!(plan.iter().filter(|p| p.1 == Some(kind)).count(), 10);
+        }
         for c in ContentType::ALL {
             assert_eq!(plan.iter().filter(|p| p.0 == c).count(), 10);
         }
@@ -592,7 +622,8 @@ mod tests {
         for index in 0..96u64 {
             let mut rng = SplitMix64::new(derive_seed(3, "paint", index));
             let scene = Scene::build(&mut rng, ContentType::ALL[(index % 4) as usize], 64);
-            let artifacts = artifact::plan(&mut rng, &scene, cfg.max_artifacts);
+            let kind = ArtifactCategory::ALL[(index / 4 % 3) as usize];
+            let artifacts = artifact::plan(&mut rng, &scene, cfg.max_artifacts, kind);
             let painted = paint(&scene, &artifacts, &mut rng);
             let (before, after) = (&painted.before_late_artifacts, &painted.finished);
             let late: Vec<&Planned> = artifacts.iter().filter(|a| is_late(a)).collect();
