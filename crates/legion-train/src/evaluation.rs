@@ -91,18 +91,17 @@ impl KindScores {
 
     /// The confusion table in Markdown (planted kind per row, named kind per column).
     pub fn table(&self) -> String {
-        let mut out = String::from(
-            "| planted \\ named | physics | structure | distortion | none |\n|---|---|---|---|---|\n",
+        let names: Vec<String> = ArtifactCategory::ALL
+            .iter()
+            .map(|k| k.title().to_lowercase())
+            .collect();
+        let mut out = format!(
+            "| planted \\ named | {} | none |\n|---|---|---|---|---|\n",
+            names.join(" | ")
         );
-        for (k, row) in ArtifactCategory::ALL.iter().zip(&self.confusion) {
-            out.push_str(&format!(
-                "| {} | {} | {} | {} | {} |\n",
-                k.title().to_lowercase(),
-                row[0],
-                row[1],
-                row[2],
-                row[3]
-            ));
+        for (name, row) in names.iter().zip(&self.confusion) {
+            let cells: Vec<String> = row.iter().map(usize::to_string).collect();
+            out.push_str(&format!("| {name} | {} |\n", cells.join(" | ")));
         }
         out
     }

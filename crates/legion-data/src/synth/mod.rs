@@ -317,16 +317,16 @@ fn render_sample(
         }
     };
     let file_name = image_name(split, index);
+    let location = Location::file(format!("{split}/images/{file_name}"));
     if kind.is_some() && artifacts.is_empty() {
         return Err(DataError::invalid(
-            Location::file(format!("{split}/images/{file_name}")),
+            location,
             format!("generator bug: no {kind:?} artifact could be planted"),
         ));
     }
 
     let canvas = paint(&scene, &artifacts, &mut rng).finished;
 
-    let location = Location::file(format!("{split}/images/{file_name}"));
     let cap = caption::caption(&scene.description, &artifacts);
     // The generator's own invariant: each phrase's first occurrence is where it was written, so
     // the reference loader grounds it (and no phrase is dropped or mis-placed).
