@@ -23,8 +23,14 @@ the PyTorch time excludes data loading.
 
 Rust side: `target/debug/legion train --config configs/tiny.toml` (the dev profile: dependencies,
 burn included, at opt-level 3, the workspace crates at 1; `--release` uses target/release) with
-`model.preset`, `run.steps`, no evaluation, validation or intermediate checkpoints, and
-`RAYON_NUM_THREADS` = `--threads`. Two Rust numbers: `steady` = the same steps as PyTorch's from
+`model.preset`, `run.steps`, no evaluation, validation or intermediate checkpoints,
+`RAYON_NUM_THREADS` = `--threads`, and `--devices cpu,cpu,...` with `--replicas` CPU devices
+(default: as many as `--threads`): legion-rs uses a multi-core CPU by data parallelism inside the
+process (one model replica and one thread per shard of the batch, gradients summed), as
+configs/tiny.toml does; PyTorch uses its `--threads` intra-op threads. Both sides get the same
+number of cores. `--rounds` (default 3) alternates which side runs first and reports the median
+round of each side and the median of the per-round ratios, with the load average before each
+round (the machine is shared). Two Rust numbers: `steady` = the same steps as PyTorch's from
 `metrics.jsonl`'s per-step `seconds` (each includes decoding that step's 8 images, a few ms); `e2e`
 = `summary.json`'s `steps_per_second` (the whole loop: warm-up steps and the final checkpoint).
 
@@ -42,6 +48,7 @@ import importlib.util
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -104,6 +111,11 @@ def parse_args() -> argparse.Namespace:
                     "or target/release by --release)")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda:N: PyTorch on that device and "
                     "`legion train --devices` the same (both in f32)")
+    ap.add_argument("--replicas", type=int, help="model replicas legion-rs trains on, one thread "
+                    "each (`legion train --devices cpu,cpu`: data parallel inside the process, "
+                    "as configs/tiny.toml does); default: --threads on the CPU, 1 on a GPU")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds, alternating which side runs "
+                    "first; the medians of steps/s and of the per-round ratios are reported")
     ap.add_argument("--omp-wait-policy", default="PASSIVE",
                     help="OMP_WAIT_POLICY for PyTorch (as scripts/bench_model.py); 'default' "
                          "leaves it unset")
@@ -307,7 +319,7 @@ def torch_bench(preset: str, batches, warmup: int, seg: int, legion, losses, dev
 
 
 def rust_bench(preset: str, steps: int, warmup: int, threads: int, release: bool,
-               binary: Path | None = None, device: str = "cpu"):
+               binary: Path | None = None, device: str = "cpu", replicas: int = 1):
     binary = binary or ROOT / "target" / ("release" if release else "debug") / "legion"
     if not binary.exists():
         raise SystemExit(f"{binary} missing: cargo build {'--release ' if release else ''}-p legion-cli")
@@ -315,11 +327,14 @@ def rust_bench(preset: str, steps: int, warmup: int, threads: int, release: bool
         cmd = [str(binary), "train", "--config", "configs/tiny.toml",
                "--set", f"model.preset={preset}", "--set", f"run.steps={steps}",
                "--set", "run.evaluate=false", "--set", "run.validate_every=0",
-               "--set", "run.checkpoint_every=0", "--devices", device,
+               "--set", "run.checkpoint_every=0", "--devices", ",".join([device] * replicas),
                "--set", f"run.out_dir={out}"]
         env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+        run = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+        if run.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)} failed ({run.returncode}):\n{run.stderr}")
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         summary = json.loads((Path(out) / "summary.json").read_text())
@@ -356,22 +371,45 @@ def main() -> None:
         sizes = PRESETS[preset]
         n_img = (sizes["clip"]["image_size"] // sizes["clip"]["patch_size"]) ** 2
         max_text = max(MODEL_MAX_LENGTH - (n_img - 1), 1)
-        result = {}
+        batches = None
         if not args.no_torch:
             samples = preprocess(records, sizes, tok, tokref)
             order = stream_items(len(samples), SEED, total * BATCH)
             batches = [collate([samples[i] for i in order[s * BATCH:(s + 1) * BATCH]], max_text, pad)
                        for s in range(total)]
-            result["torch"] = torch_bench(preset, batches, args.warmup, seg, legion, losses,
-                                          args.device)
-            result["torch"]["mean_seq"] = sum(b["seq"] for b in batches) / len(batches)
-        if not args.no_rust:
-            result["rust"] = rust_bench(preset, total, args.warmup, args.threads, args.release,
-                                        args.binary, args.device)
-        if "torch" in result and "rust" in result:
-            result["ratio"] = result["rust"]["steps_per_second"] / result["torch"]["steps_per_second"]
+        replicas = args.replicas or (args.threads if args.device == "cpu" else 1)
+        rounds = []
+        for k in range(args.rounds):
+            # Alternate which side runs first: the shared machine's speed drifts.
+            sides = ["torch", "rust"] if k % 2 == 0 else ["rust", "torch"]
+            one = {"load_before": os.getloadavg()[0]}
+            for side in sides:
+                if side == "torch" and batches is not None:
+                    one["torch"] = torch_bench(preset, batches, args.warmup, seg, legion, losses,
+                                               args.device)
+                    one["torch"]["mean_seq"] = sum(b["seq"] for b in batches) / len(batches)
+                if side == "rust" and not args.no_rust:
+                    one["rust"] = rust_bench(preset, total, args.warmup, args.threads,
+                                             args.release, args.binary, args.device, replicas)
+            if "torch" in one and "rust" in one:
+                one["ratio"] = one["rust"]["steps_per_second"] / one["torch"]["steps_per_second"]
+            rounds.append(one)
+            print(f"{preset} round {k + 1}: " + ", ".join(
+                f"{side} {one[side]['steps_per_second']:.3f} steps/s" for side in ("torch", "rust")
+                if side in one) + (f", ratio {one['ratio']:.2f}" if "ratio" in one else "")
+                + f" (load {one['load_before']:.2f})", flush=True)
+        # The reported run of each side is its median round; the ratio is the median of rounds.
+        result = {"rounds": rounds, "replicas": replicas}
+        for side in ("torch", "rust"):
+            runs = sorted((r[side] for r in rounds if side in r), key=lambda r: r["steps_per_second"])
+            if runs:
+                result[side] = runs[len(runs) // 2]
+        ratios = sorted(r["ratio"] for r in rounds if "ratio" in r)
+        if ratios:
+            result["ratio"] = statistics.median(ratios)
         results[preset] = result
-        print(f"\n{preset}: {steps[preset]} measured steps after {args.warmup} warm-up")
+        print(f"\n{preset}: {steps[preset]} measured steps after {args.warmup} warm-up, median of "
+              f"{args.rounds} rounds; legion-rs on {replicas} replica(s)")
         if "torch" in result:
             t = result["torch"]
             print(f"  PyTorch {torch.__version__:<12} {t['steps_per_second']:7.3f} steps/s "
@@ -386,7 +424,10 @@ def main() -> None:
                   f"process CPU {r['process_cpu_seconds_per_step']:.3f} s/step (start-up and "
                   f"warm-up included)")
         if "ratio" in result:
-            print(f"  burn / PyTorch steps/s: {result['ratio']:.2f}")
+            loads = ", ".join(f"{r['load_before']:.2f}" for r in rounds)
+            print(f"  burn / PyTorch steps/s: {result['ratio']:.2f} (median of rounds: "
+                  f"{', '.join(f'{x:.2f}' for x in ratios)}); load average "
+                  f"{loads} before each round")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
 

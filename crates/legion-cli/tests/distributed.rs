@@ -54,8 +54,8 @@ fn legion() -> Command {
     command
 }
 
-/// `train` arguments of a short tiny run: no warmup, batch 4, no evaluation, a checkpoint
-/// every step.
+/// `train` arguments of a short tiny run on one CPU device per process (whatever
+/// configs/tiny.toml's device plan): no warmup, batch 4, no evaluation, a checkpoint every step.
 fn train_args(command: &mut Command, out: &Path, steps: u64) {
     command.args(["train", "--config", "configs/tiny.toml"]);
     for set in [
@@ -68,6 +68,7 @@ fn train_args(command: &mut Command, out: &Path, steps: u64) {
         "run.validate_every=0".into(),
         "optim.warmup_steps=0".into(),
         "optim.lr=1e-3".into(),
+        "run.devices=[\"cpu\"]".into(),
     ] {
         command.args(["--set", &set]);
     }

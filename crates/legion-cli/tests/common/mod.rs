@@ -40,7 +40,8 @@ pub fn quoted(path: &Path) -> String {
     format!("\"{}\"", path.display())
 }
 
-/// A short tiny run: no warmup, batch 2, no evaluation, a checkpoint every step.
+/// A short tiny run on one CPU device (whatever configs/tiny.toml's device plan): no warmup,
+/// batch 2, no evaluation, a checkpoint every step.
 pub fn short_run(out: &Path, steps: u64, extra: &[&str]) -> Command {
     let mut command = legion();
     command.args(["train", "--config", "configs/tiny.toml"]);
@@ -53,6 +54,7 @@ pub fn short_run(out: &Path, steps: u64, extra: &[&str]) -> Command {
         "run.keep_checkpoints=50".into(),
         "run.validate_every=0".into(),
         "optim.warmup_steps=0".into(),
+        "run.devices=[\"cpu\"]".into(),
     ] {
         command.args(["--set", &set]);
     }
