@@ -326,6 +326,8 @@ def rust_bench(preset: str, steps: int, warmup: int, threads: int, release: bool
     with tempfile.TemporaryDirectory(prefix=f"bench_train_{preset}_") as out:
         cmd = [str(binary), "train", "--config", "configs/tiny.toml",
                "--set", f"model.preset={preset}", "--set", f"run.steps={steps}",
+               # The decay ends at the last step, as on the PyTorch side.
+               "--set", f"optim.decay_steps={steps}",
                "--set", "run.evaluate=false", "--set", "run.validate_every=0",
                "--set", "run.checkpoint_every=0", "--devices", ",".join([device] * replicas),
                "--set", f"run.out_dir={out}"]

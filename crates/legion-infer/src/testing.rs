@@ -8,7 +8,9 @@
 //! `[SEG]` -> mask, parsing, records, overlays, eval — runs on real tensors, with a known
 //! answer. It says nothing about the quality of a trained model.
 
-use burn::module::Param;
+use std::sync::Mutex;
+
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor, TensorData};
 use legion_model::bundle::{BundleMeta, ModelBundle};
 use legion_model::legion::LegionConfig;
@@ -36,8 +38,7 @@ pub fn scripted_bundle(device: &Device, seed: u64) -> Result<ModelBundle, InferE
     let tokenizer = train_llama_like_tokenizer(&corpus, 640)?;
     let mut config = LegionConfig::tiny();
     config.llm.vocab_size = config.llm.vocab_size.max(tokenizer.vocab_size());
-    device.seed(seed);
-    let mut model = config.init(device)?;
+    let mut model = seeded_init(device, seed, || config.init(device))?;
 
     let special = *tokenizer.special();
     let encode = |text: &str| tokenizer.encode(text, false);
@@ -112,7 +113,35 @@ pub fn tiny_detector(device: &Device, seed: u64) -> Result<crate::detect::Detect
         2 * clip.hidden_size,
     );
     let config = legion_model::legion::LegionClsConfig::new(clip, head);
-    device.seed(seed);
-    let model = config.init(device)?;
+    let model = seeded_init(device, seed, || config.init(device))?;
     Ok(crate::detect::Detector::new(config, model, device.clone()))
+}
+
+/// Seeds `device` and runs `init` under one process-wide lock, and draws every parameter's
+/// values before releasing it. Why: the backend's RNG is process-global, and burn draws a
+/// parameter's values lazily, when it is first used; tests running in parallel threads then
+/// interleaved their draws, so "seeded" weights changed from run to run (a pipeline test's
+/// random SAM decoder gave an empty mask in one of six runs of the whole suite).
+fn seeded_init<M: Module, E>(
+    device: &Device,
+    seed: u64,
+    init: impl FnOnce() -> Result<M, E>,
+) -> Result<M, E> {
+    static SEEDED: Mutex<()> = Mutex::new(());
+    let _guard = SEEDED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    device.seed(seed);
+    let model = init()?;
+    model.visit(&mut DrawValues);
+    Ok(model)
+}
+
+/// Reads every float parameter once, which runs its lazy initializer.
+struct DrawValues;
+
+impl ModuleVisitor for DrawValues {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let _ = param.val();
+    }
 }
