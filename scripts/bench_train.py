@@ -379,6 +379,7 @@ def main() -> None:
             order = stream_items(len(samples), SEED, total * BATCH)
             batches = [collate([samples[i] for i in order[s * BATCH:(s + 1) * BATCH]], max_text, pad)
                        for s in range(total)]
+            mean_seq = sum(b["seq"] for b in batches) / len(batches)
         replicas = args.replicas or (args.threads if args.device == "cpu" else 1)
         rounds = []
         for k in range(args.rounds):
@@ -389,7 +390,7 @@ def main() -> None:
                 if side == "torch" and batches is not None:
                     one["torch"] = torch_bench(preset, batches, args.warmup, seg, legion, losses,
                                                args.device)
-                    one["torch"]["mean_seq"] = sum(b["seq"] for b in batches) / len(batches)
+                    one["torch"]["mean_seq"] = mean_seq
                 if side == "rust" and not args.no_rust:
                     one["rust"] = rust_bench(preset, total, args.warmup, args.threads,
                                              args.release, args.binary, args.device, replicas)
