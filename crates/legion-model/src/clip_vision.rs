@@ -36,6 +36,8 @@ use burn::nn::{
 use burn::tensor::activation::{gelu, sigmoid, softmax};
 use burn::tensor::{DType, Device, Tensor};
 
+use crate::fused_attention::fused_inference;
+use crate::linear;
 use crate::precision::{cast_to, param_dtype};
 
 use crate::weights::{self, Allowances, KeyRemap, WeightsError, compile_patterns};
@@ -371,16 +373,16 @@ impl ClipAttention {
             t.reshape([batch, tokens, self.num_heads, head_dim])
                 .swap_dims(1, 2)
         };
-        let q = split(self.q_proj.forward(x.clone()));
-        let k = split(self.k_proj.forward(x.clone()));
-        let v = split(self.v_proj.forward(x));
+        let q = split(linear::forward(&self.q_proj, x.clone()));
+        let k = split(linear::forward(&self.k_proj, x.clone()));
+        let v = split(linear::forward(&self.v_proj, x));
         let scale = (head_dim as f64).powf(-0.5);
-        let weights = softmax(q.matmul(k.transpose()).mul_scalar(scale), 3);
-        let out = weights
-            .matmul(v)
-            .swap_dims(1, 2)
-            .reshape([batch, tokens, width]);
-        self.out_proj.forward(out)
+        let out = match fused_inference(&q, &k, &v, None, scale, false) {
+            Some(out) => out,
+            None => softmax(q.matmul(k.transpose()).mul_scalar(scale), 3).matmul(v),
+        };
+        let out = out.swap_dims(1, 2).reshape([batch, tokens, width]);
+        linear::forward(&self.out_proj, out)
     }
 }
 
@@ -400,7 +402,10 @@ impl ClipMlp {
     /// # Panics
     /// If `C` is not the configured width.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.fc2.forward(self.activation.apply(self.fc1.forward(x)))
+        linear::forward(
+            &self.fc2,
+            self.activation.apply(linear::forward(&self.fc1, x)),
+        )
     }
 }
 

@@ -18,6 +18,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Int, Tensor};
 
+use crate::linear;
 use crate::precision::{cast_to, param_dtype, to_f32};
 use crate::weights::{self, Allowances, KeyRemap, WeightsError, compile_patterns};
 
@@ -97,7 +98,10 @@ impl DetectionHead {
     /// If the last dimension is not `input_size`.
     pub fn forward(&self, cls: Tensor<2>) -> Tensor<2> {
         let cls = cast_to(cls, param_dtype(&self.fc1.weight));
-        to_f32(self.fc2.forward(relu(self.fc1.forward(cls))))
+        to_f32(linear::forward(
+            &self.fc2,
+            relu(linear::forward(&self.fc1, cls)),
+        ))
     }
 
     /// Predicted class per image (argmax of the logits, as `torch.max(logits, dim=1)`).

@@ -16,6 +16,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
+use crate::linear;
 use crate::precision::{cast_to, param_dtype};
 use crate::weights::{self, Allowances, KeyRemap, WeightsError, compile_patterns};
 
@@ -86,7 +87,7 @@ impl MlpProjector {
     /// If the last dimension is not `input_size`.
     pub fn forward<const D: usize>(&self, features: Tensor<D>) -> Tensor<D> {
         let features = cast_to(features, param_dtype(&self.fc1.weight));
-        self.fc2.forward(gelu(self.fc1.forward(features)))
+        linear::forward(&self.fc2, gelu(linear::forward(&self.fc1, features)))
     }
 }
 

@@ -13,6 +13,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
+use crate::linear;
 use crate::precision::{cast_to, param_dtype};
 use crate::weights::KeyRemap;
 
@@ -67,6 +68,6 @@ impl TextHiddenFcs {
     /// If the last dimension is not `H`.
     pub fn forward<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
         let hidden = cast_to(hidden, param_dtype(&self.fc1.weight));
-        self.fc2.forward(relu(self.fc1.forward(hidden)))
+        linear::forward(&self.fc2, relu(linear::forward(&self.fc1, hidden)))
     }
 }

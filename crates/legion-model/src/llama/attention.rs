@@ -11,7 +11,9 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, DType, Device, Tensor};
 
 use super::rope::{RopeTables, apply_rope};
+use crate::fused_attention::fused_inference;
 use crate::kv_cache::LayerKvCache;
+use crate::linear;
 
 /// Configuration of [`LlamaAttention`].
 #[derive(burn::config::Config, Debug)]
@@ -105,9 +107,9 @@ impl LlamaAttention {
             t.reshape([batch, seq, heads, self.head_dim])
                 .swap_dims(1, 2)
         };
-        let q = split_heads(self.q_proj.forward(x.clone()), self.num_heads);
-        let k = split_heads(self.k_proj.forward(x.clone()), self.num_kv_heads);
-        let v = split_heads(self.v_proj.forward(x), self.num_kv_heads);
+        let q = split_heads(linear::forward(&self.q_proj, x.clone()), self.num_heads);
+        let k = split_heads(linear::forward(&self.k_proj, x.clone()), self.num_kv_heads);
+        let v = split_heads(linear::forward(&self.v_proj, x), self.num_kv_heads);
 
         let q = apply_rope(q, rope);
         let k = apply_rope(k, rope);
@@ -119,22 +121,27 @@ impl LlamaAttention {
         let v = self.repeat_kv(v);
 
         let scale = (self.head_dim as f64).powf(-0.5);
-        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
-        let scores = match blocked {
-            Some(mask) => {
-                let fill = blocked_score(scores.dtype());
-                scores.mask_fill(mask, fill)
+        // `blocked` always holds the causal mask; `causal` lets the fused kernel skip tiles.
+        let out = match fused_inference(&q, &k, &v, blocked.clone(), scale, true) {
+            Some(out) => out,
+            None => {
+                let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
+                let scores = match blocked {
+                    Some(mask) => {
+                        let fill = blocked_score(scores.dtype());
+                        scores.mask_fill(mask, fill)
+                    }
+                    None => scores,
+                };
+                // HF computes the softmax in f32 whatever the activation dtype.
+                let dtype = scores.dtype();
+                softmax(scores.cast(DType::F32), 3).cast(dtype).matmul(v)
             }
-            None => scores,
-        };
-        // HF computes the softmax in f32 whatever the activation dtype.
-        let dtype = scores.dtype();
-        let weights = softmax(scores.cast(DType::F32), 3).cast(dtype);
-        let out = weights.matmul(v); // [batch, heads, seq, head_dim]
+        }; // [batch, heads, seq, head_dim]
         let out = out
             .swap_dims(1, 2)
             .reshape([batch, seq, self.num_heads * self.head_dim]);
-        self.o_proj.forward(out)
+        linear::forward(&self.o_proj, out)
     }
 
     /// `[b, kv_heads, s, d] -> [b, heads, s, d]`, each kv head repeated `heads / kv_heads` times

@@ -7,6 +7,8 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 
+use crate::linear;
+
 /// Configuration of [`LlamaMlp`].
 #[derive(burn::config::Config, Debug)]
 pub struct LlamaMlpConfig {
@@ -48,7 +50,7 @@ impl LlamaMlp {
     /// # Panics
     /// If the last axis of `x` is not `hidden`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+        let gate = silu(linear::forward(&self.gate_proj, x.clone()));
+        linear::forward(&self.down_proj, gate * linear::forward(&self.up_proj, x))
     }
 }

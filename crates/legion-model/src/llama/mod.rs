@@ -26,6 +26,7 @@ use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNor
 use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
 
 use crate::kv_cache::KvCache;
+use crate::linear;
 use crate::precision::{cast_to, param_dtype, to_f32};
 use crate::weights::{Allowances, KeyRemap, WeightsError, load_safetensors};
 
@@ -442,7 +443,7 @@ impl Llama {
         let last_hidden_state = self.forward_hidden(embeds, attention_mask, position_ids, cache);
         LlamaOutput {
             // `LlamaForCausalLM` returns `logits.float()`: losses and sampling run in f32.
-            logits: to_f32(self.lm_head.forward(last_hidden_state.clone())),
+            logits: to_f32(linear::forward(&self.lm_head, last_hidden_state.clone())),
             last_hidden_state,
         }
     }

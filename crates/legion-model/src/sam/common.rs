@@ -11,6 +11,8 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::{gelu, relu, sigmoid};
 use burn::tensor::{Device, Tensor};
 
+use crate::linear;
+
 /// Activation of an [`MlpBlock`]. The image encoder uses exact (erf) GELU, the two-way
 /// transformer ReLU.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -138,9 +140,10 @@ impl MlpBlock {
         // burn's `linear` runs one matmul per leading block for inputs above 3-D; SAM's
         // `[B, H, W, C]` activations are ~3x faster as one `[B*H*W, C]` matmul.
         let flat: Tensor<2> = x.reshape([rows, dims[D - 1]]);
-        let out = self
-            .lin2
-            .forward(self.activation.apply(self.lin1.forward(flat)));
+        let out = linear::forward(
+            &self.lin2,
+            self.activation.apply(linear::forward(&self.lin1, flat)),
+        );
         dims[D - 1] = out.dims()[1];
         out.reshape(dims)
     }
@@ -208,7 +211,7 @@ impl Mlp {
         let last = self.layers.len().saturating_sub(1);
         let mut x = x;
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(x);
+            x = linear::forward(layer, x);
             if i < last {
                 x = relu(x);
             }

@@ -10,6 +10,7 @@
 //! cargo test -p legion-model --test sam_parity image_encoder
 //! ```
 
+use burn::backend::Flex;
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -17,8 +18,11 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use rayon::prelude::*;
+
 use super::common::{LayerNorm2d, LayerNorm2dConfig, MlpActivation, MlpBlock, MlpBlockConfig};
 use super::postprocess::linear_resize_matrix;
+use crate::linear;
 use crate::precision::{cast_to, param_dtype};
 
 /// Configuration of [`ImageEncoderViT`] (the arguments of `ImageEncoderViT.__init__` as
@@ -243,6 +247,11 @@ pub struct ViTAttention {
     pub num_heads: usize,
 }
 
+/// Multiply-adds of `q kᵀ` from which inference attention is split over threads (SAM ViT-B/H:
+/// 0.6-1.7 G for global attention, 0.3-0.5 G per windowed layer; the tiny test encoders stay
+/// below).
+const PARALLEL_ATTENTION_MACS: usize = 1 << 24;
+
 impl ViTAttention {
     /// # Shapes
     /// - `x`: `[batch, height, width, dim]` -> `[batch, height, width, dim]`.
@@ -256,9 +265,7 @@ impl ViTAttention {
         let tokens = height * width;
         // [B, HW, 3, heads, hd] -> [3, B, heads, HW, hd] -> [3, B*heads, HW, hd]
         // Linear layers on `[B*HW, dim]`: burn runs 4-D inputs as one matmul per row block.
-        let qkv = self
-            .qkv
-            .forward(x.reshape([batch * tokens, dim]))
+        let qkv = linear::forward(&self.qkv, x.reshape([batch * tokens, dim]))
             .reshape([batch, tokens, 3, heads, head_dim])
             .permute([2, 0, 3, 1, 4])
             .reshape([3, batch * heads, tokens, head_dim]);
@@ -269,24 +276,52 @@ impl ViTAttention {
         };
         let (q, k, v) = (take(0), take(1), take(2));
         let scale = (head_dim as f64).powf(-0.5);
-        let mut attn = (q.clone() * scale).matmul(k.swap_dims(1, 2));
-        if let (Some(rel_h), Some(rel_w)) = (&self.rel_pos_h, &self.rel_pos_w) {
-            attn = add_decomposed_rel_pos(
-                attn,
-                q,
-                rel_h.val(),
-                rel_w.val(),
-                [height, width],
-                [height, width],
-            );
-        }
-        let attn = softmax(attn, 2);
-        let out = attn
-            .matmul(v)
+        // Attention of a block of (window, head) pairs `[n, HW, hd]`.
+        let attend = |q: Tensor<3>, k: Tensor<3>, v: Tensor<3>| {
+            let mut attn = (q.clone() * scale).matmul(k.swap_dims(1, 2));
+            if let (Some(rel_h), Some(rel_w)) = (&self.rel_pos_h, &self.rel_pos_w) {
+                attn = add_decomposed_rel_pos(
+                    attn,
+                    q,
+                    rel_h.val(),
+                    rel_w.val(),
+                    [height, width],
+                    [height, width],
+                );
+            }
+            softmax(attn, 2).matmul(v)
+        };
+        let pairs = batch * heads;
+        let threads = rayon::current_num_threads();
+        // Inference on the CPU backend runs blocks of pairs side by side: burn-flex's matmul and
+        // softmax run on one thread in this workspace, and the pairs are independent (each
+        // pair's numbers are the same as in one call). Small attentions stay in one call.
+        let split = threads > 1
+            && pairs > 1
+            && pairs * tokens * tokens * head_dim >= PARALLEL_ATTENTION_MACS
+            && q.clone().try_into_primitive::<Flex>().is_ok();
+        let out = if split {
+            let block = pairs.div_ceil(threads);
+            let blocks: Vec<Tensor<3>> = (0..pairs.div_ceil(block))
+                .into_par_iter()
+                .map(|i| {
+                    let (start, len) = (i * block, block.min(pairs - i * block));
+                    attend(
+                        q.clone().narrow(0, start, len),
+                        k.clone().narrow(0, start, len),
+                        v.clone().narrow(0, start, len),
+                    )
+                })
+                .collect();
+            Tensor::cat(blocks, 0)
+        } else {
+            attend(q, k, v)
+        };
+        let out = out
             .reshape([batch, heads, height, width, head_dim])
             .permute([0, 2, 3, 1, 4])
             .reshape([batch * tokens, dim]);
-        self.proj.forward(out).reshape([batch, height, width, dim])
+        linear::forward(&self.proj, out).reshape([batch, height, width, dim])
     }
 }
 
@@ -520,7 +555,44 @@ pub fn add_decomposed_rel_pos(
 
 #[cfg(test)]
 mod tests {
+    use burn::tensor::Distribution;
+
     use super::*;
+
+    /// Attention large enough to be split over threads (2 heads over a 32 x 32 grid, relative
+    /// positions on) gives the single-call result bit for bit.
+    #[test]
+    fn attention_split_over_threads_is_bit_exact() {
+        let device = Device::flex();
+        let config = SamImageEncoderConfig {
+            img_size: 256,
+            global_attn_indexes: vec![0],
+            depth: 1,
+            ..SamImageEncoderConfig::tiny()
+        };
+        let mut encoder = config.init(&device);
+        let attention = &mut encoder.blocks[0].attn;
+        let table = |param: &Option<Param<Tensor<2>>>| {
+            let dims = param.as_ref().unwrap().dims();
+            Some(Param::from_tensor(Tensor::random(
+                dims,
+                Distribution::Normal(0.0, 0.5),
+                &device,
+            )))
+        };
+        attention.rel_pos_h = table(&attention.rel_pos_h);
+        attention.rel_pos_w = table(&attention.rel_pos_w);
+        let x = Tensor::<4>::random([1, 32, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+        let pool = |threads| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+        };
+        let one = pool(1).install(|| attention.forward(x.clone()));
+        let split = pool(2).install(|| attention.forward(x.clone()));
+        assert_eq!((one - split).abs().max().into_scalar::<f32>(), 0.0);
+    }
 
     #[test]
     fn window_partition_round_trips_with_padding() {

@@ -13,6 +13,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 
 use super::common::{MlpActivation, MlpBlock, MlpBlockConfig};
+use crate::linear;
 
 /// Configuration of [`TwoWayTransformer`].
 #[derive(Config, Debug)]
@@ -156,15 +157,15 @@ impl Attention {
     /// # Panics
     /// When the widths are not `dim` or the batch sizes differ.
     pub fn forward(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Tensor<3> {
-        let q = self.separate_heads(self.q_proj.forward(q));
-        let k = self.separate_heads(self.k_proj.forward(k));
-        let v = self.separate_heads(self.v_proj.forward(v));
+        let q = self.separate_heads(linear::forward(&self.q_proj, q));
+        let k = self.separate_heads(linear::forward(&self.k_proj, k));
+        let v = self.separate_heads(linear::forward(&self.v_proj, v));
         let [batch, heads, n_q, head_dim] = q.dims();
         // The reference divides by sqrt(head_dim) after the product (not a pre-scaled query).
         let attn = q.matmul(k.swap_dims(2, 3)) / (head_dim as f64).sqrt();
         let out = softmax(attn, 3).matmul(v);
         let out = out.swap_dims(1, 2).reshape([batch, n_q, heads * head_dim]);
-        self.out_proj.forward(out)
+        linear::forward(&self.out_proj, out)
     }
 }
 
