@@ -14,10 +14,11 @@
 //! A query row whose keys are all masked gets zeros (the decomposed path gives the mean of the
 //! values); only padded positions have such rows, and their outputs are never read.
 
-use burn::backend::Flex;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, DType, Tensor};
+
+use crate::cpu_inference::is_plain_cpu;
 
 /// `softmax(q kᵀ · scale, masked where `mask` is true and, with `causal`, above the diagonal
 /// offset by the cached keys) v`, fused, when `q` is a bf16 or f16 tensor of the CPU backend
@@ -37,7 +38,9 @@ pub fn fused_inference(
     if !matches!(q.dtype(), DType::BF16 | DType::F16) {
         return None;
     }
-    q.clone().try_into_primitive::<Flex>().ok()?;
+    if !is_plain_cpu(q) {
+        return None;
+    }
     let options = AttentionModuleOptions {
         scale: Some(scale),
         softcap: None,

@@ -9,6 +9,7 @@
 pub mod bundle;
 pub mod clip_vision;
 pub mod config_check;
+mod cpu_inference;
 pub mod debug;
 pub mod detection_head;
 pub mod fused_attention;

@@ -9,7 +9,8 @@ use burn::backend::Flex;
 use burn::nn::Linear;
 use burn::tensor::{DType, Tensor, TensorData, bf16};
 use legion_kernels::{Kernel, WeightOrder, WeightView, matmul};
-use rayon::prelude::*;
+
+use crate::cpu_inference::{is_plain_cpu, split_rows_over_threads};
 
 /// `linear.forward(x)`, through the bf16 kernel of this module when `x` and the weight are bf16
 /// tensors of the CPU backend without autodiff, through burn's `Linear::forward` otherwise.
@@ -41,23 +42,16 @@ fn forward_f32_split<const D: usize>(linear: &Linear, x: &Tensor<D>) -> Option<T
     let threads = rayon::current_num_threads();
     let dims = x.dims();
     let (k, m) = (dims[D - 1], dims[..D - 1].iter().product::<usize>());
-    if x.dtype() != DType::F32 || threads < 2 || m < SPLIT_ROWS {
+    if x.dtype() != DType::F32 || threads < 2 || m < SPLIT_ROWS || !is_plain_cpu(x) {
         return None;
     }
-    // A plain CPU tensor (no autodiff, no GPU).
-    x.clone().try_into_primitive::<Flex>().ok()?;
     let rows: Tensor<2> = x.clone().reshape([m, k]);
-    let block = m.div_ceil(threads);
-    let blocks: Vec<Tensor<2>> = (0..m.div_ceil(block))
-        .into_par_iter()
-        .map(|i| {
-            let start = i * block;
-            linear.forward(rows.clone().narrow(0, start, block.min(m - start)))
-        })
-        .collect();
+    let out = split_rows_over_threads(m, |start, len| {
+        linear.forward(rows.clone().narrow(0, start, len))
+    });
     let mut out_dims = dims;
-    out_dims[D - 1] = blocks[0].dims()[1];
-    Some(Tensor::cat(blocks, 0).reshape(out_dims))
+    out_dims[D - 1] = out.dims()[1];
+    Some(out.reshape(out_dims))
 }
 
 /// The bf16 path of [`forward`]; `None` when it does not apply.

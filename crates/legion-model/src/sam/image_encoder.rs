@@ -10,7 +10,6 @@
 //! cargo test -p legion-model --test sam_parity image_encoder
 //! ```
 
-use burn::backend::Flex;
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -18,10 +17,9 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use rayon::prelude::*;
-
 use super::common::{LayerNorm2d, LayerNorm2dConfig, MlpActivation, MlpBlock, MlpBlockConfig};
 use super::postprocess::linear_resize_matrix;
+use crate::cpu_inference::{is_plain_cpu, split_rows_over_threads};
 use crate::linear;
 use crate::precision::{cast_to, param_dtype};
 
@@ -299,21 +297,15 @@ impl ViTAttention {
         let split = threads > 1
             && pairs > 1
             && pairs * tokens * tokens * head_dim >= PARALLEL_ATTENTION_MACS
-            && q.clone().try_into_primitive::<Flex>().is_ok();
+            && is_plain_cpu(&q);
         let out = if split {
-            let block = pairs.div_ceil(threads);
-            let blocks: Vec<Tensor<3>> = (0..pairs.div_ceil(block))
-                .into_par_iter()
-                .map(|i| {
-                    let (start, len) = (i * block, block.min(pairs - i * block));
-                    attend(
-                        q.clone().narrow(0, start, len),
-                        k.clone().narrow(0, start, len),
-                        v.clone().narrow(0, start, len),
-                    )
-                })
-                .collect();
-            Tensor::cat(blocks, 0)
+            split_rows_over_threads(pairs, |start, len| {
+                attend(
+                    q.clone().narrow(0, start, len),
+                    k.clone().narrow(0, start, len),
+                    v.clone().narrow(0, start, len),
+                )
+            })
         } else {
             attend(q, k, v)
         };
