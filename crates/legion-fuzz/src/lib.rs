@@ -8,8 +8,9 @@
 //! fails naming that file and how to replay the run.
 //!
 //! Budget and replay, from the environment:
-//! - `LEGION_FUZZ_SECS`: seconds per target (default 6: the 8 targets of `tests/parsers.rs` cost
-//!   about 50 s of CI time on 2 cores); a long run sets e.g. `LEGION_FUZZ_SECS=600`.
+//! - `LEGION_FUZZ_SECS`: seconds per target (default 2: the 8 targets of `tests/parsers.rs` then
+//!   cost ~8 s of a newcomer's first `cargo test` on 2 cores; `.ci/run` sets 6, ~25 s); a long
+//!   run sets e.g. `LEGION_FUZZ_SECS=600`.
 //! - `LEGION_FUZZ_SEED`: the generator seed (default 0, so CI runs are repeatable up to how far
 //!   the time budget reaches; iteration `i` of a seed is always the same input).
 //! - `LEGION_FUZZ_CRASH_DIR`: where crashing inputs go (default: the system temp dir).
@@ -99,7 +100,7 @@ impl Budget {
             Err(_) => default,
         };
         Self {
-            duration: Duration::from_secs(number("LEGION_FUZZ_SECS", 6)),
+            duration: Duration::from_secs(number("LEGION_FUZZ_SECS", 2)),
             seed: number("LEGION_FUZZ_SEED", 0),
         }
     }
