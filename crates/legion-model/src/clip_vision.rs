@@ -261,8 +261,12 @@ impl ClipVisionConfig {
         self.grid_size() * self.grid_size()
     }
 
-    /// Initialises a tower with random weights (HF-like scales; load real weights with
-    /// [`load_clip_vision`]).
+    /// Initialises a tower with random weights (load real weights with [`load_clip_vision`]).
+    ///
+    /// The embeddings keep burn's default initialisers (class token and positions N(0, 1), the
+    /// patch convolution Kaiming-uniform), not transformers' (N(0, 0.02) for both, class token
+    /// N(0, width^-1/2)): the tiny preset's main job was tuned on these, and transformers' scales
+    /// scored lower there (README, "Does it tell artifacts apart?").
     ///
     /// # Panics
     /// If `hidden_size` is not a multiple of `num_heads` or `patch_size` is 0 (invalid config).
