@@ -5,9 +5,10 @@ scored on the test split's, at the 32 px the tiny preset's CLIP sees and at the 
 
     python3 scripts/kind_separability.py [--data data/synthscars-tiny]
 
-Needs numpy and Pillow. The kind of an image is the one its first phrase names, with the words of
-`legion_data::synth::named_kind` (shadow / reflection: physics, deformed: structure, garbled:
-distortion). The CLIP input is resized with Pillow's bicubic filter, as the CLIP preprocessing.
+Needs numpy and Pillow. The planted kind of an image is the generator's own record of it,
+`labels.jsonl`'s `categories` (all refs of an image share one kind; it is also the kind its
+phrases name, which is what `legion train`'s kind score compares against). The CLIP input is
+resized with Pillow's bicubic filter, as the CLIP preprocessing.
 """
 import argparse
 import json
@@ -19,28 +20,17 @@ from PIL import Image
 KINDS = ("physics", "structure", "distortion")
 
 
-def named_kind(phrase):
-    for word in "".join(c if c.isalnum() else " " for c in phrase.lower()).split():
-        if word in ("shadow", "reflection"):
-            return 0
-        if word == "deformed":
-            return 1
-        if word == "garbled":
-            return 2
-    return None
-
-
 def load(root, split):
+    """The split's images with artifacts and their planted kinds (index into KINDS)."""
+    labels = [json.loads(line) for line in (root / "labels.jsonl").read_text().splitlines() if line]
+    prefix = f"{split}_"
     images, kinds = [], []
-    for record in json.loads((root / split / "annotations" / f"{split}.json").read_text()):
-        for entry in record.values():
-            if not entry["refs"]:
-                continue
-            kind = named_kind(entry["refs"][0]["sentence"])
-            if kind is None:
-                raise SystemExit(f"{split}/{entry['img_file_name']}: first phrase names no kind")
-            images.append(Image.open(root / split / "images" / entry["img_file_name"]).convert("RGB"))
-            kinds.append(kind)
+    for label in labels:
+        if not label["image"].startswith(prefix) or not label.get("categories"):
+            continue
+        (kind,) = set(label["categories"])
+        images.append(Image.open(root / split / "images" / label["image"]).convert("RGB"))
+        kinds.append(KINDS.index(kind))
     return images, np.array(kinds)
 
 
