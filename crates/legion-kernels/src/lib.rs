@@ -19,6 +19,8 @@
 //! What burn would need upstream for this to go: a bf16 gemm in burn-flex (gemm 0.19 has f16
 //! but no bf16 kernels), or a matmul that widens tiles rather than whole operands.
 
+pub mod elementwise;
+
 use rayon::prelude::*;
 
 /// Output columns per packed panel: four 16-lane f32 vectors.

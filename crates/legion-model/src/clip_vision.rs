@@ -33,9 +33,10 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{
     Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
 };
-use burn::tensor::activation::{gelu, sigmoid, softmax};
+use burn::tensor::activation::sigmoid;
 use burn::tensor::{DType, Device, Tensor};
 
+use crate::cpu_inference::{gelu, softmax_last};
 use crate::fused_attention::fused_inference;
 use crate::linear;
 use crate::precision::{cast_to, param_dtype};
@@ -383,7 +384,7 @@ impl ClipAttention {
         let scale = (head_dim as f64).powf(-0.5);
         let out = match fused_inference(&q, &k, &v, None, scale, false) {
             Some(out) => out,
-            None => softmax(q.matmul(k.transpose()).mul_scalar(scale), 3).matmul(v),
+            None => softmax_last(q.matmul(k.transpose()).mul_scalar(scale)).matmul(v),
         };
         let out = out.swap_dims(1, 2).reshape([batch, tokens, width]);
         linear::forward(&self.out_proj, out)

@@ -13,9 +13,9 @@ use std::path::Path;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
+use crate::cpu_inference::gelu;
 use crate::linear;
 use crate::precision::{cast_to, param_dtype};
 use crate::weights::{self, Allowances, KeyRemap, WeightsError, compile_patterns};

@@ -7,10 +7,10 @@
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, DType, Device, Tensor};
 
 use super::rope::{RopeTables, apply_rope};
+use crate::cpu_inference::softmax_last;
 use crate::fused_attention::fused_inference;
 use crate::kv_cache::LayerKvCache;
 use crate::linear;
@@ -135,7 +135,7 @@ impl LlamaAttention {
                 };
                 // HF computes the softmax in f32 whatever the activation dtype.
                 let dtype = scores.dtype();
-                softmax(scores.cast(DType::F32), 3).cast(dtype).matmul(v)
+                softmax_last(scores.cast(DType::F32)).cast(dtype).matmul(v)
             }
         }; // [batch, heads, seq, head_dim]
         let out = out

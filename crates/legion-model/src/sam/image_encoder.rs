@@ -14,12 +14,11 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::common::{LayerNorm2d, LayerNorm2dConfig, MlpActivation, MlpBlock, MlpBlockConfig};
 use super::postprocess::linear_resize_matrix;
-use crate::cpu_inference::{is_plain_cpu, split_rows_over_threads};
+use crate::cpu_inference::{is_plain_cpu, softmax_last, split_rows_over_threads};
 use crate::linear;
 use crate::precision::{cast_to, param_dtype};
 
@@ -287,7 +286,7 @@ impl ViTAttention {
                     [height, width],
                 );
             }
-            softmax(attn, 2).matmul(v)
+            softmax_last(attn).matmul(v)
         };
         let pairs = batch * heads;
         let threads = rayon::current_num_threads();

@@ -13,11 +13,11 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{Embedding, EmbeddingConfig};
-use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
 use super::common::{LayerNorm2d, LayerNorm2dConfig, Mlp, MlpConfig};
 use super::transformer::{TwoWayTransformer, TwoWayTransformerConfig};
+use crate::cpu_inference::gelu;
 use crate::precision::{cast_to, param_dtype, to_f32};
 
 /// Configuration of [`MaskDecoder`].

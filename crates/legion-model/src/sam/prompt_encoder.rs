@@ -19,10 +19,10 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Embedding, EmbeddingConfig};
-use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::common::{LayerNorm2d, LayerNorm2dConfig};
+use crate::cpu_inference::gelu;
 use crate::precision::{cast_to, param_dtype};
 
 /// Configuration of [`PromptEncoder`].

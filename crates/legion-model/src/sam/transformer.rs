@@ -9,10 +9,10 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 
 use super::common::{MlpActivation, MlpBlock, MlpBlockConfig};
+use crate::cpu_inference::softmax_last;
 use crate::linear;
 
 /// Configuration of [`TwoWayTransformer`].
@@ -163,7 +163,7 @@ impl Attention {
         let [batch, heads, n_q, head_dim] = q.dims();
         // The reference divides by sqrt(head_dim) after the product (not a pre-scaled query).
         let attn = q.matmul(k.swap_dims(2, 3)) / (head_dim as f64).sqrt();
-        let out = softmax(attn, 3).matmul(v);
+        let out = softmax_last(attn).matmul(v);
         let out = out.swap_dims(1, 2).reshape([batch, n_q, heads * head_dim]);
         linear::forward(&self.out_proj, out)
     }
@@ -259,9 +259,8 @@ impl TwoWayTransformer {
         image_pe: Tensor<4>,
         point_embedding: Tensor<3>,
     ) -> (Tensor<3>, Tensor<3>) {
-        // [B, C, h, w] -> [B, hw, C]
-        let image_embedding = image_embedding.flatten::<3>(2, 3).swap_dims(1, 2);
-        let image_pe = image_pe.flatten::<3>(2, 3).swap_dims(1, 2);
+        let image_embedding = tokens_row_major(image_embedding);
+        let image_pe = tokens_row_major(image_pe);
         let mut queries = point_embedding.clone();
         let mut keys = image_embedding;
         for layer in &self.layers {
@@ -273,4 +272,17 @@ impl TwoWayTransformer {
         let queries = queries + self.final_attn_token_to_image.forward(q, k, keys.clone());
         (self.norm_final_attn.forward(queries), keys)
     }
+}
+
+/// `[B, C, h, w]` -> `[B, hw, C]`, copied into row-major order. A plain `swap_dims` view would
+/// do for the maths, but the blocks add the image's positional encoding to the keys five times,
+/// and burn-flex adds a transposed operand element by element through its strided path (13% of
+/// the SAM decoder's forward on a 64x64 grid); one copy here makes those adds contiguous.
+fn tokens_row_major(x: Tensor<4>) -> Tensor<3> {
+    let [batch, channels, h, w] = x.dims();
+    // A reshape of a non-contiguous view copies it into row-major order (on every backend).
+    x.flatten::<3>(2, 3)
+        .swap_dims(1, 2)
+        .reshape([batch * h * w, channels])
+        .reshape([batch, h * w, channels])
 }
