@@ -36,10 +36,11 @@ use burn::nn::{
 use burn::tensor::activation::sigmoid;
 use burn::tensor::{DType, Device, Tensor};
 
-use crate::cpu_inference::{gelu, softmax_last};
+use crate::cpu_inference::gelu;
 use crate::fused_attention::fused_inference;
 use crate::linear;
 use crate::precision::{cast_to, param_dtype};
+use crate::softmax::softmax_last;
 
 use crate::weights::{self, Allowances, KeyRemap, WeightsError, compile_patterns};
 

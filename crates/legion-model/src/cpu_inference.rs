@@ -1,12 +1,12 @@
 //! What the CPU-backend inference fast paths (`linear`, `fused_attention`, SAM's image-encoder
-//! attention, [`gelu`], [`softmax_last`], SAM's `LayerNorm2d`) share: recognising a plain CPU tensor, and running independent blocks of rows on
+//! attention, [`gelu`], `softmax`, SAM's `LayerNorm2d`) share: recognising a plain CPU tensor, and running independent blocks of rows on
 //! rayon's threads (burn-flex's kernels run on one thread in this workspace, see the README).
 
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
 use burn::tensor::activation;
 use burn::tensor::{DType, Tensor, TensorData};
-use legion_kernels::elementwise::{self, gelu_erf};
+use legion_kernels::elementwise::gelu_erf;
 use rayon::prelude::*;
 
 /// Whether `t` is a tensor of the CPU (`flex`) backend without autodiff: the fast paths apply
@@ -44,24 +44,8 @@ pub(crate) fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     map_plain_f32(x, gelu_erf).unwrap_or_else(activation::gelu)
 }
 
-/// burn's `activation::softmax` over the last axis, through
-/// `legion_kernels::elementwise::softmax_last` (vectorised `exp`, rows on rayon's threads) for
-/// f32 tensors of the CPU backend without autodiff; burn's op otherwise. Entries whose shifted
-/// score is below -87 get 0 (burn's are below 1.7e-38 there; blocked entries are 0 in both).
-///
-/// # Shapes
-/// Any shape -> the same shape.
-///
-/// # Panics
-/// If the last axis is empty.
-pub(crate) fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let row_len = x.dims()[D - 1];
-    map_plain_f32(x, |values| elementwise::softmax_last(values, row_len))
-        .unwrap_or_else(|x| activation::softmax(x, D - 1))
-}
-
-/// `kernel` over the row-major values of an f32 tensor of the CPU backend without autodiff, in
-/// place when the tensor owns its buffer; `Err(x)` unchanged for any other tensor.
+/// `kernel` over the row-major values of an f32 tensor of the CPU backend without autodiff
+/// ([`map_f32`]); `Err(x)` unchanged for any other tensor.
 fn map_plain_f32<const D: usize>(
     x: Tensor<D>,
     kernel: impl FnOnce(&mut [f32]),
@@ -69,26 +53,33 @@ fn map_plain_f32<const D: usize>(
     if x.dtype() != DType::F32 || !is_plain_cpu(&x) {
         return Err(x);
     }
-    let mut primitive = x
+    let primitive = x
         .try_into_primitive::<Flex>()
         .expect("is_plain_cpu checked the backend");
-    let whole_buffer = primitive.is_contiguous()
-        && primitive.layout().start_offset() == 0
-        && primitive.storage::<f32>().len() == primitive.layout().num_elements();
-    if whole_buffer && let Some(values) = primitive.try_storage_mut::<f32>() {
+    Ok(Tensor::from_primitive::<Flex>(map_f32(primitive, kernel)))
+}
+
+/// `kernel` over the row-major values of an f32 flex tensor: in place when the tensor owns
+/// its whole buffer, on a row-major copy otherwise.
+///
+/// # Panics
+/// If the tensor is not f32.
+pub(crate) fn map_f32(mut tensor: FlexTensor, kernel: impl FnOnce(&mut [f32])) -> FlexTensor {
+    let whole_buffer = tensor.is_contiguous()
+        && tensor.layout().start_offset() == 0
+        && tensor.storage::<f32>().len() == tensor.layout().num_elements();
+    if whole_buffer && let Some(values) = tensor.try_storage_mut::<f32>() {
         kernel(values);
-        return Ok(Tensor::from_primitive::<Flex>(primitive));
+        return tensor;
     }
-    let shape = primitive.layout().shape().clone();
-    let mut values = primitive
+    let shape = tensor.layout().shape().clone();
+    let mut values = tensor
         .to_contiguous()
         .as_slice::<f32>()
         .expect("a contiguous f32 tensor")
         .to_vec();
     kernel(&mut values);
-    Ok(Tensor::from_primitive::<Flex>(FlexTensor::from_data(
-        TensorData::new(values, shape),
-    )))
+    FlexTensor::from_data(TensorData::new(values, shape))
 }
 
 /// The values of an f32 tensor of the CPU backend without autodiff, in row-major order;

@@ -21,6 +21,7 @@ pub mod llama;
 pub mod precision;
 pub mod projector;
 pub mod sam;
+mod softmax;
 pub mod tokenizer;
 pub mod tokenizer_train;
 pub mod weights;

@@ -10,10 +10,10 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Bool, DType, Device, Tensor};
 
 use super::rope::{RopeTables, apply_rope};
-use crate::cpu_inference::softmax_last;
 use crate::fused_attention::fused_inference;
 use crate::kv_cache::LayerKvCache;
 use crate::linear;
+use crate::softmax::softmax_last;
 
 /// Configuration of [`LlamaAttention`].
 #[derive(burn::config::Config, Debug)]

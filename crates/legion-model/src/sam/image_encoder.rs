@@ -18,9 +18,10 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::common::{LayerNorm2d, LayerNorm2dConfig, MlpActivation, MlpBlock, MlpBlockConfig};
 use super::postprocess::linear_resize_matrix;
-use crate::cpu_inference::{is_plain_cpu, softmax_last, split_rows_over_threads};
+use crate::cpu_inference::{is_plain_cpu, split_rows_over_threads};
 use crate::linear;
 use crate::precision::{cast_to, param_dtype};
+use crate::softmax::softmax_last;
 
 /// Configuration of [`ImageEncoderViT`] (the arguments of `ImageEncoderViT.__init__` as
 /// `build_sam.py` sets them).

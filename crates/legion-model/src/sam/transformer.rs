@@ -12,8 +12,8 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
 use super::common::{MlpActivation, MlpBlock, MlpBlockConfig};
-use crate::cpu_inference::softmax_last;
 use crate::linear;
+use crate::softmax::softmax_last;
 
 /// Configuration of [`TwoWayTransformer`].
 #[derive(Config, Debug)]
