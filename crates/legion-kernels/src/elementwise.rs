@@ -1,11 +1,12 @@
-//! Vectorised f32 element-wise kernels for CPU inference: the exact (erf) GELU, a row softmax
-//! and a channel-axis layer norm.
+//! Vectorised f32 element-wise kernels for the CPU backend: the exact (erf) GELU, a row softmax
+//! (in inference and, through `legion-model`'s backend extension, in training) and a
+//! channel-axis layer norm.
 //!
 //! burn-flex runs without its `simd` feature in this workspace (see the README), so its GELU
-//! calls a scalar `erf` per element, its softmax a scalar `exp`, and SAM's `LayerNorm2d`, written as burn ops, makes nine
-//! passes over the tensor with a fresh allocation each; both on one thread. The kernels here are
-//! branch-free loops that LLVM vectorises (with AVX2 where the CPU has it, picked at run time),
-//! and split their work over rayon's threads.
+//! calls a scalar `erf` per element and its softmax a scalar `exp`, on one thread, and SAM's
+//! `LayerNorm2d`, written as burn ops, makes nine passes over the tensor with a fresh allocation
+//! each. The kernels here are branch-free loops that LLVM vectorises (with AVX2 where the CPU
+//! has it, picked at run time), and split their work over rayon's threads.
 //!
 //! Accuracy (checked against f64 in the tests): [`gelu_erf`] is within 2e-7 of `x * Φ(x)`
 //! relative to `max(|x|, 1)`. The error function comes from the complementary one,
@@ -191,46 +192,55 @@ pub fn layer_norm_channels(
     if input.is_empty() {
         return out;
     }
-    // Tasks own a run of pixels of one batch item across all channels: each reads its columns
-    // of every channel plane and writes the same columns of the output.
+    // Pass 1, over runs of pixels: each pixel's mean and standard deviation across the
+    // channel planes (reading a run of every plane, so the inner loops are contiguous).
     let span = (CHUNK / channels.max(1)).clamp(64, pixels.max(64));
-    let tasks: Vec<(usize, usize)> = (0..batch)
+    let runs: Vec<(usize, usize)> = (0..batch)
         .flat_map(|b| (0..pixels).step_by(span).map(move |p| (b, p)))
         .collect();
-    let out_ptr = SharedOut(out.as_mut_ptr());
-    tasks.into_par_iter().for_each(|(b, p0)| {
-        let len = span.min(pixels - p0);
-        let plane = |c: usize| {
-            let start = (b * channels + c) * pixels + p0;
-            &input[start..start + len]
-        };
-        let out_ptr = &out_ptr;
-        // SAFETY: tasks write disjoint column runs `[p0, p0 + len)` of each plane of batch
-        // item `b`; `out` outlives the parallel loop.
-        let write = |c: usize| unsafe {
-            let start = (b * channels + c) * pixels + p0;
-            std::slice::from_raw_parts_mut(out_ptr.0.add(start), len)
-        };
-        normalise_columns(plane, write, channels, len, weight, bias, eps);
-    });
+    let stats: Vec<(Vec<f32>, Vec<f32>)> = runs
+        .par_iter()
+        .map(|&(b, p0)| {
+            let len = span.min(pixels - p0);
+            let plane = |c: usize| {
+                let start = (b * channels + c) * pixels + p0;
+                &input[start..start + len]
+            };
+            column_moments(plane, channels, len, eps)
+        })
+        .collect();
+    let mut mean = vec![0.0f32; batch * pixels];
+    let mut std = vec![0.0f32; batch * pixels];
+    for (&(b, p0), (m, s)) in runs.iter().zip(stats) {
+        mean[b * pixels + p0..][..m.len()].copy_from_slice(&m);
+        std[b * pixels + p0..][..s.len()].copy_from_slice(&s);
+    }
+    // Pass 2, over output planes: normalise, scale and shift.
+    out.par_chunks_mut(pixels)
+        .zip(input.par_chunks(pixels))
+        .enumerate()
+        .for_each(|(plane, (out, x))| {
+            let (b, c) = (plane / channels, plane % channels);
+            let (w, shift) = (weight[c], bias[c]);
+            let mean = &mean[b * pixels..][..pixels];
+            let std = &std[b * pixels..][..pixels];
+            for (((o, &x), &m), &s) in out.iter_mut().zip(x).zip(mean).zip(std) {
+                // The reference divides by the standard deviation; so does this.
+                *o = (x - m) / s * w + shift;
+            }
+        });
     out
 }
 
-/// The output pointer shared by [`layer_norm_channels`]'s tasks (each writes its own columns).
-struct SharedOut(*mut f32);
-// SAFETY: see the use in `layer_norm_channels`: writes are to disjoint ranges.
-unsafe impl Sync for SharedOut {}
-
+/// Per column of `len` values across `channels` planes: the mean and `sqrt(var + eps)`, with the
+/// biased variance of the centred values (two passes, as the reference's `(x - u).pow(2).mean()`).
 #[inline(always)]
-fn normalise_columns<'a>(
+fn column_moments<'a>(
     plane: impl Fn(usize) -> &'a [f32],
-    write: impl Fn(usize) -> &'a mut [f32],
     channels: usize,
     len: usize,
-    weight: &[f32],
-    bias: &[f32],
     eps: f32,
-) {
+) -> (Vec<f32>, Vec<f32>) {
     let inv_channels = 1.0 / channels as f32;
     let mut mean = vec![0.0f32; len];
     for c in 0..channels {
@@ -246,17 +256,11 @@ fn normalise_columns<'a>(
             *v += d * d;
         }
     }
-    // The reference divides by the standard deviation; so does this.
-    let std: Vec<f32> = var
+    let std = var
         .iter()
         .map(|&v| (v * inv_channels + eps).sqrt())
         .collect();
-    for c in 0..channels {
-        let (w, b) = (weight[c], bias[c]);
-        for (((o, &x), &m), &s) in write(c).iter_mut().zip(plane(c)).zip(&mean).zip(&std) {
-            *o = (x - m) / s * w + b;
-        }
-    }
+    (mean, std)
 }
 
 #[cfg(test)]

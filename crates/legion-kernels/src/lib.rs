@@ -1,5 +1,6 @@
 //! CPU kernels that burn's CPU backend (burn-flex 0.22) lacks, on plain slices so that they are
-//! tested and benchmarked without tensors; `legion-model` calls them from its layers.
+//! tested and benchmarked without tensors; `legion-model` calls them from its layers. This file
+//! is the bf16 matrix product; [`elementwise`] holds vectorised f32 GELU, softmax and layer norm.
 //!
 //! burn-flex multiplies bf16 matrices by converting both operands to f32 and back on every
 //! call (`burn-flex/src/ops/matmul.rs`): for a 7B LLM that is a whole-weight f32 allocation per

@@ -1,5 +1,6 @@
 //! What the CPU-backend inference fast paths (`linear`, `fused_attention`, SAM's image-encoder
-//! attention, [`gelu`], `softmax`, SAM's `LayerNorm2d`) share: recognising a plain CPU tensor, and running independent blocks of rows on
+//! attention, [`gelu`], `softmax`, SAM's `LayerNorm2d`) share: recognising a plain CPU tensor,
+//! running a kernel over an f32 tensor's values, and running independent blocks of rows on
 //! rayon's threads (burn-flex's kernels run on one thread in this workspace, see the README).
 
 use burn::backend::Flex;
