@@ -112,14 +112,32 @@ pub fn gelu_erf(values: &mut [f32]) {
     });
 }
 
+/// Independent partial results per reduction: one AVX2 vector. A single running max or sum
+/// is a serial dependency LLVM may not reorder (f32 addition is not associative), so the
+/// reductions keep one partial per lane and combine them at the end.
+const LANES: usize = 8;
+
+#[inline(always)]
+fn lane_reduce(row: &[f32], init: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut partial = [init; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (p, &x) in partial.iter_mut().zip(chunk) {
+            *p = op(*p, x);
+        }
+    }
+    let tail = chunks.remainder().iter().fold(init, |acc, &x| op(acc, x));
+    partial.iter().fold(tail, |acc, &p| op(acc, p))
+}
+
 #[inline(always)]
 fn softmax_row(row: &mut [f32]) {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-    let mut sum = 0.0f32;
+    // `x > m` rather than `f32::max`, whose NaN rule does not map onto one vector instruction.
+    let max = lane_reduce(row, f32::NEG_INFINITY, |m, x| if x > m { x } else { m });
     for x in row.iter_mut() {
         *x = exp(*x - max);
-        sum += *x;
     }
+    let sum = lane_reduce(row, 0.0, |acc, x| acc + x);
     for x in row.iter_mut() {
         *x /= sum;
     }
