@@ -42,22 +42,13 @@ pub(crate) fn split_rows_over_threads<const D: usize>(
 /// # Shapes
 /// Any shape -> the same shape.
 pub(crate) fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    map_plain_f32(x, gelu_erf).unwrap_or_else(activation::gelu)
-}
-
-/// `kernel` over the row-major values of an f32 tensor of the CPU backend without autodiff
-/// ([`map_f32`]); `Err(x)` unchanged for any other tensor.
-fn map_plain_f32<const D: usize>(
-    x: Tensor<D>,
-    kernel: impl FnOnce(&mut [f32]),
-) -> Result<Tensor<D>, Tensor<D>> {
     if x.dtype() != DType::F32 || !is_plain_cpu(&x) {
-        return Err(x);
+        return activation::gelu(x);
     }
     let primitive = x
         .try_into_primitive::<Flex>()
         .expect("is_plain_cpu checked the backend");
-    Ok(Tensor::from_primitive::<Flex>(map_f32(primitive, kernel)))
+    Tensor::from_primitive::<Flex>(map_f32(primitive, gelu_erf))
 }
 
 /// `kernel` over the row-major values of an f32 flex tensor: in place when the tensor owns
