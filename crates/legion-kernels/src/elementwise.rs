@@ -211,28 +211,27 @@ pub fn layer_norm_channels(
         return out;
     }
     // Pass 1, over runs of pixels: each pixel's mean and standard deviation across the
-    // channel planes (reading a run of every plane, so the inner loops are contiguous).
+    // channel planes (reading a run of every plane, so the inner loops are contiguous), written
+    // straight into the per-pixel arrays.
     let span = (CHUNK / channels.max(1)).clamp(64, pixels.max(64));
-    let runs: Vec<(usize, usize)> = (0..batch)
-        .flat_map(|b| (0..pixels).step_by(span).map(move |p| (b, p)))
-        .collect();
-    let stats: Vec<(Vec<f32>, Vec<f32>)> = runs
-        .par_iter()
-        .map(|&(b, p0)| {
-            let len = span.min(pixels - p0);
-            let plane = |c: usize| {
-                let start = (b * channels + c) * pixels + p0;
-                &input[start..start + len]
-            };
-            column_moments(plane, channels, len, eps)
-        })
-        .collect();
     let mut mean = vec![0.0f32; batch * pixels];
     let mut std = vec![0.0f32; batch * pixels];
-    for (&(b, p0), (m, s)) in runs.iter().zip(stats) {
-        mean[b * pixels + p0..][..m.len()].copy_from_slice(&m);
-        std[b * pixels + p0..][..s.len()].copy_from_slice(&s);
-    }
+    mean.par_chunks_mut(pixels)
+        .zip(std.par_chunks_mut(pixels))
+        .enumerate()
+        .for_each(|(b, (mean, std))| {
+            mean.par_chunks_mut(span)
+                .zip(std.par_chunks_mut(span))
+                .enumerate()
+                .for_each(|(run, (mean, std))| {
+                    let (p0, len) = (run * span, mean.len());
+                    let plane = |c: usize| {
+                        let start = (b * channels + c) * pixels + p0;
+                        &input[start..start + len]
+                    };
+                    column_moments(plane, channels, eps, mean, std);
+                });
+        });
     // Pass 2, over output planes: normalise, scale and shift.
     out.par_chunks_mut(pixels)
         .zip(input.par_chunks(pixels))
@@ -250,35 +249,33 @@ pub fn layer_norm_channels(
     out
 }
 
-/// Per column of `len` values across `channels` planes: the mean and `sqrt(var + eps)`, with the
-/// biased variance of the centred values (two passes, as the reference's `(x - u).pow(2).mean()`).
+/// Per column across `channels` planes, into the zeroed `mean` and `std` (one entry per column):
+/// the mean and `sqrt(var + eps)`, with the biased variance of the centred values (two passes,
+/// as the reference's `(x - u).pow(2).mean()`).
 #[inline(always)]
 fn column_moments<'a>(
     plane: impl Fn(usize) -> &'a [f32],
     channels: usize,
-    len: usize,
     eps: f32,
-) -> (Vec<f32>, Vec<f32>) {
+    mean: &mut [f32],
+    std: &mut [f32],
+) {
     let inv_channels = 1.0 / channels as f32;
-    let mut mean = vec![0.0f32; len];
     for c in 0..channels {
         for (m, &x) in mean.iter_mut().zip(plane(c)) {
             *m += x;
         }
     }
     mean.iter_mut().for_each(|m| *m *= inv_channels);
-    let mut var = vec![0.0f32; len];
+    // The centred sum of squares accumulates in `std`, then becomes `sqrt(var + eps)`.
     for c in 0..channels {
-        for ((v, &x), &m) in var.iter_mut().zip(plane(c)).zip(&mean) {
+        for ((v, &x), &m) in std.iter_mut().zip(plane(c)).zip(&*mean) {
             let d = x - m;
             *v += d * d;
         }
     }
-    let std = var
-        .iter()
-        .map(|&v| (v * inv_channels + eps).sqrt())
-        .collect();
-    (mean, std)
+    std.iter_mut()
+        .for_each(|v| *v = (*v * inv_channels + eps).sqrt());
 }
 
 #[cfg(test)]

@@ -74,18 +74,19 @@ pub(crate) fn map_f32(mut tensor: FlexTensor, kernel: impl FnOnce(&mut [f32])) -
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
-/// The values of an f32 tensor of the CPU backend without autodiff, in row-major order;
-/// `None` for any other tensor.
-pub(crate) fn plain_f32_values<const D: usize>(x: &Tensor<D>) -> Option<Vec<f32>> {
+/// `read` over the row-major values of an f32 tensor of the CPU backend without autodiff:
+/// borrowed in place when the tensor is contiguous, from a row-major copy otherwise; `None` for
+/// any other tensor.
+pub(crate) fn read_plain_f32<const D: usize, R>(
+    x: &Tensor<D>,
+    read: impl FnOnce(&[f32]) -> R,
+) -> Option<R> {
     if x.dtype() != DType::F32 {
         return None;
     }
     let primitive = x.clone().try_into_primitive::<Flex>().ok()?;
     match primitive.as_slice::<f32>() {
-        Some(values) => Some(values.to_vec()),
-        None => primitive
-            .to_contiguous()
-            .as_slice::<f32>()
-            .map(<[f32]>::to_vec),
+        Some(values) => Some(read(values)),
+        None => Some(read(primitive.to_contiguous().as_slice::<f32>()?)),
     }
 }

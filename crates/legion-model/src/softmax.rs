@@ -95,8 +95,8 @@ impl<B: Backend + SoftmaxLastBackend, C: CheckpointStrategy> SoftmaxLastBackend 
 /// # Panics
 /// If the last axis is empty.
 pub(crate) fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let on_cpu = is_plain_cpu(&x) || x.clone().try_into_primitive::<Autodiff<Flex>>().is_ok();
-    if x.dtype() != DType::F32 || !on_cpu {
+    let on_cpu = || is_plain_cpu(&x) || x.clone().try_into_primitive::<Autodiff<Flex>>().is_ok();
+    if x.dtype() != DType::F32 || !on_cpu() {
         return activation::softmax(x, D - 1);
     }
     Tensor::from_dispatch(<Dispatch as SoftmaxLastBackend>::softmax_last_axis(

@@ -12,7 +12,7 @@ use burn::tensor::activation::{relu, sigmoid};
 use burn::tensor::{Device, Tensor, TensorData};
 use legion_kernels::elementwise::layer_norm_channels;
 
-use crate::cpu_inference::{gelu, plain_f32_values};
+use crate::cpu_inference::{gelu, read_plain_f32};
 use crate::linear;
 
 /// Activation of an [`MlpBlock`]. The image encoder uses exact (erf) GELU, the two-way
@@ -102,19 +102,21 @@ impl LayerNorm2d {
     /// three passes instead of burn's nine) for f32 tensors of the CPU backend without autodiff;
     /// `None` for any other input (training, other dtypes, the GPU backends).
     fn forward_fused(&self, x: &Tensor<4>) -> Option<Tensor<4>> {
-        let values = plain_f32_values(x)?;
-        let weight = plain_f32_values(&self.weight.val())?;
-        let bias = plain_f32_values(&self.bias.val())?;
+        let weight = read_plain_f32(&self.weight.val(), <[f32]>::to_vec)?;
+        let bias = read_plain_f32(&self.bias.val(), <[f32]>::to_vec)?;
         let [batch, channels, height, width] = x.dims();
-        let out = layer_norm_channels(
-            &values,
-            batch,
-            channels,
-            height * width,
-            &weight,
-            &bias,
-            self.eps as f32,
-        );
+        // The input is read in place: no copy of the feature map before the kernel.
+        let out = read_plain_f32(x, |values| {
+            layer_norm_channels(
+                values,
+                batch,
+                channels,
+                height * width,
+                &weight,
+                &bias,
+                self.eps as f32,
+            )
+        })?;
         Some(Tensor::from_data(
             TensorData::new(out, [batch, channels, height, width]),
             &x.device(),
