@@ -39,6 +39,7 @@ use burn::tensor::{DType, Device, Tensor};
 use crate::cpu_inference::gelu;
 use crate::fused_attention::fused_inference;
 use crate::linear;
+use crate::matmul::matmul;
 use crate::precision::{cast_to, param_dtype};
 use crate::softmax::softmax_last;
 
@@ -385,7 +386,7 @@ impl ClipAttention {
         let scale = (head_dim as f64).powf(-0.5);
         let out = match fused_inference(&q, &k, &v, None, scale, false) {
             Some(out) => out,
-            None => softmax_last(q.matmul(k.transpose()).mul_scalar(scale)).matmul(v),
+            None => matmul(softmax_last(matmul(q, k.transpose()).mul_scalar(scale)), v),
         };
         let out = out.swap_dims(1, 2).reshape([batch, tokens, width]);
         linear::forward(&self.out_proj, out)

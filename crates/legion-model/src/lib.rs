@@ -18,6 +18,7 @@ pub mod kv_cache;
 pub mod legion;
 pub mod linear;
 pub mod llama;
+pub mod matmul;
 pub mod precision;
 pub mod projector;
 pub mod sam;

@@ -1,19 +1,22 @@
-//! `Linear` layers with bf16 weights on the CPU backend, multiplied without widening the weight.
+//! `Linear` layers on the CPU backend: bf16 weights multiplied without widening the weight, f32
+//! products on all of rayon's threads.
 //!
 //! burn-flex 0.22 multiplies bf16 matrices by converting both operands to f32 on every call;
 //! [`forward`] sends bf16 inference on the CPU backend to `legion_kernels::matmul` instead
-//! (which reads the bf16 weight in place, see that crate), and everything else (f32 and f16,
-//! autodiff tensors in training, the GPU backends) to burn's `Linear::forward`.
+//! (which reads the bf16 weight in place, see that crate), f32 on the CPU backend (inference
+//! and training) to [`crate::matmul::matmul`] (burn-flex's gemm runs on one thread here), and
+//! everything else (f16, bf16 training, the GPU backends) to burn's `Linear::forward`.
 
 use burn::backend::Flex;
 use burn::nn::Linear;
 use burn::tensor::{DType, Tensor, TensorData, bf16};
 use legion_kernels::{Kernel, WeightOrder, WeightView, matmul};
 
-use crate::cpu_inference::{is_plain_cpu, split_rows_over_threads};
+use crate::matmul as threaded;
 
 /// `linear.forward(x)`, through the bf16 kernel of this module when `x` and the weight are bf16
-/// tensors of the CPU backend without autodiff, through burn's `Linear::forward` otherwise.
+/// tensors of the CPU backend without autodiff, through [`crate::matmul::matmul`] for f32 on
+/// the CPU backend (with or without autodiff), through burn's `Linear::forward` otherwise.
 ///
 /// # Shapes
 /// `x` `[..., d_input]` -> `[..., d_output]`.
@@ -24,31 +27,31 @@ pub fn forward<const D: usize>(linear: &Linear, x: Tensor<D>) -> Tensor<D> {
     if let Some(y) = forward_bf16(linear, &x) {
         return y;
     }
-    if let Some(y) = forward_f32_split(linear, &x) {
+    if let Some(y) = forward_f32(linear, &x) {
         return y;
     }
     linear.forward(x)
 }
 
-/// Input rows from which an f32 inference product is split over rayon's threads.
-const SPLIT_ROWS: usize = 2048;
-
-/// f32 inference on the CPU backend with at least [`SPLIT_ROWS`] rows (SAM's image encoder:
-/// 4,096 to 4,900 tokens per image): burn-flex's gemm runs on one thread in this workspace
-/// (burn without its `rayon` feature, see the README), so the rows are split into one block
-/// per rayon thread and multiplied side by side. Each output row is the same computation as
-/// in one product (checked bit for bit in the tests). `None` when it does not apply.
-fn forward_f32_split<const D: usize>(linear: &Linear, x: &Tensor<D>) -> Option<Tensor<D>> {
-    let threads = rayon::current_num_threads();
-    let dims = x.dims();
-    let (k, m) = (dims[D - 1], dims[..D - 1].iter().product::<usize>());
-    if x.dtype() != DType::F32 || threads < 2 || m < SPLIT_ROWS || !is_plain_cpu(x) {
+/// f32 on the CPU backend, with or without autodiff: `x @ W + b` with the product through
+/// [`crate::matmul::matmul`] (on all of rayon's threads; burn-flex's gemm uses one), the input
+/// seen as one `[rows, d_input]` matrix. The same outputs as `Linear::forward`, bit for bit;
+/// in training, the weight's gradient sums all rows in one product rather than one per batch
+/// entry, so it can differ from burn's in the last bits. `None` when it does not apply.
+fn forward_f32<const D: usize>(linear: &Linear, x: &Tensor<D>) -> Option<Tensor<D>> {
+    if x.dtype() != DType::F32
+        || crate::precision::param_dtype(&linear.weight) != DType::F32
+        || !threaded::on_cpu(x)
+    {
         return None;
     }
+    let dims = x.dims();
+    let (k, m) = (dims[D - 1], dims[..D - 1].iter().product::<usize>());
     let rows: Tensor<2> = x.clone().reshape([m, k]);
-    let out = split_rows_over_threads(m, |start, len| {
-        linear.forward(rows.clone().narrow(0, start, len))
-    });
+    let mut out = threaded::matmul(rows, linear.weight.val());
+    if let Some(bias) = &linear.bias {
+        out = out + bias.val().unsqueeze_dim(0);
+    }
     let mut out_dims = dims;
     out_dims[D - 1] = out.dims()[1];
     Some(out.reshape(out_dims))
@@ -181,8 +184,8 @@ mod tests {
                 .build()
                 .unwrap();
             let split = pool
-                .install(|| forward_f32_split(&layer, &x))
-                .expect("split applies");
+                .install(|| forward_f32(&layer, &x))
+                .expect("the f32 path applies");
             assert_eq!(split.dims(), [2, 1300, 80]);
             assert_eq!(
                 max_diff(split, layer.forward(x.clone())),

@@ -706,9 +706,13 @@ impl<T: TrainTask> Learner<'_, T> {
                             .zip(self.devices)
                             .map(|(shard, device)| {
                                 let replica = model.clone().fork(device);
+                                // One replica per core already: its products stay on its
+                                // own thread, as the replicas were measured.
                                 scope.spawn(move || {
-                                    shard_gradients(&replica, *shard, device)
-                                        .map(|(l, g)| (l, g.to_device(main, &replica)))
+                                    legion_model::matmul::on_calling_thread(|| {
+                                        shard_gradients(&replica, *shard, device)
+                                            .map(|(l, g)| (l, g.to_device(main, &replica)))
+                                    })
                                 })
                             })
                             .collect();

@@ -13,6 +13,7 @@ use super::rope::{RopeTables, apply_rope};
 use crate::fused_attention::fused_inference;
 use crate::kv_cache::LayerKvCache;
 use crate::linear;
+use crate::matmul::matmul;
 use crate::softmax::softmax_last;
 
 /// Configuration of [`LlamaAttention`].
@@ -125,7 +126,7 @@ impl LlamaAttention {
         let out = match fused_inference(&q, &k, &v, blocked.clone(), scale, true) {
             Some(out) => out,
             None => {
-                let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
+                let scores = matmul(q, k.swap_dims(2, 3)).mul_scalar(scale);
                 let scores = match blocked {
                     Some(mask) => {
                         let fill = blocked_score(scores.dtype());
@@ -135,7 +136,7 @@ impl LlamaAttention {
                 };
                 // HF computes the softmax in f32 whatever the activation dtype.
                 let dtype = scores.dtype();
-                softmax_last(scores.cast(DType::F32)).cast(dtype).matmul(v)
+                matmul(softmax_last(scores.cast(DType::F32)).cast(dtype), v)
             }
         }; // [batch, heads, seq, head_dim]
         let out = out

@@ -20,6 +20,7 @@ use super::common::{LayerNorm2d, LayerNorm2dConfig, MlpActivation, MlpBlock, Mlp
 use super::postprocess::linear_resize_matrix;
 use crate::cpu_inference::{is_plain_cpu, split_rows_over_threads};
 use crate::linear;
+use crate::matmul::matmul;
 use crate::precision::{cast_to, param_dtype};
 use crate::softmax::softmax_last;
 
@@ -276,7 +277,7 @@ impl ViTAttention {
         let scale = (head_dim as f64).powf(-0.5);
         // Attention of a block of (window, head) pairs `[n, HW, hd]`.
         let attend = |q: Tensor<3>, k: Tensor<3>, v: Tensor<3>| {
-            let mut attn = (q.clone() * scale).matmul(k.swap_dims(1, 2));
+            let mut attn = matmul(q.clone() * scale, k.swap_dims(1, 2));
             if let (Some(rel_h), Some(rel_w)) = (&self.rel_pos_h, &self.rel_pos_w) {
                 attn = add_decomposed_rel_pos(
                     attn,
@@ -287,7 +288,7 @@ impl ViTAttention {
                     [height, width],
                 );
             }
-            softmax_last(attn).matmul(v)
+            matmul(softmax_last(attn), v)
         };
         let pairs = batch * heads;
         let threads = rayon::current_num_threads();

@@ -13,6 +13,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::common::{MlpActivation, MlpBlock, MlpBlockConfig};
 use crate::linear;
+use crate::matmul::matmul;
 use crate::softmax::softmax_last;
 
 /// Configuration of [`TwoWayTransformer`].
@@ -162,8 +163,8 @@ impl Attention {
         let v = self.separate_heads(linear::forward(&self.v_proj, v));
         let [batch, heads, n_q, head_dim] = q.dims();
         // The reference divides by sqrt(head_dim) after the product (not a pre-scaled query).
-        let attn = q.matmul(k.swap_dims(2, 3)) / (head_dim as f64).sqrt();
-        let out = softmax_last(attn).matmul(v);
+        let attn = matmul(q, k.swap_dims(2, 3)) / (head_dim as f64).sqrt();
+        let out = matmul(softmax_last(attn), v);
         let out = out.swap_dims(1, 2).reshape([batch, n_q, heads * head_dim]);
         linear::forward(&self.out_proj, out)
     }
