@@ -20,7 +20,7 @@ use super::common::{LayerNorm2d, LayerNorm2dConfig, MlpActivation, MlpBlock, Mlp
 use super::postprocess::linear_resize_matrix;
 use crate::cpu_inference::{is_plain_cpu, split_rows_over_threads};
 use crate::linear;
-use crate::matmul::matmul;
+use crate::matmul::{matmul, on_calling_thread};
 use crate::precision::{cast_to, param_dtype};
 use crate::softmax::softmax_last;
 
@@ -294,18 +294,22 @@ impl ViTAttention {
         let threads = rayon::current_num_threads();
         // Inference on the CPU backend runs blocks of pairs side by side: burn-flex's matmul and
         // softmax run on one thread in this workspace, and the pairs are independent (each
-        // pair's numbers are the same as in one call). Small attentions stay in one call.
+        // pair's numbers are the same as in one call). Small attentions stay in one call. A
+        // block's products stay on its thread: the blocks already use every thread, and a
+        // threaded product would cut and re-join the block's scores once more.
         let split = threads > 1
             && pairs > 1
             && pairs * tokens * tokens * head_dim >= PARALLEL_ATTENTION_MACS
             && is_plain_cpu(&q);
         let out = if split {
             split_rows_over_threads(pairs, |start, len| {
-                attend(
-                    q.clone().narrow(0, start, len),
-                    k.clone().narrow(0, start, len),
-                    v.clone().narrow(0, start, len),
-                )
+                on_calling_thread(|| {
+                    attend(
+                        q.clone().narrow(0, start, len),
+                        k.clone().narrow(0, start, len),
+                        v.clone().narrow(0, start, len),
+                    )
+                })
             })
         } else {
             attend(q, k, v)
