@@ -1,10 +1,10 @@
-//! What the CPU-backend inference fast paths (`linear`, `fused_attention`, SAM's image-encoder
-//! attention, [`gelu`], `softmax`, SAM's `LayerNorm2d`) share: recognising a plain CPU tensor,
+//! What the CPU-backend fast paths (`matmul`, `fused_attention`, SAM's image-encoder attention,
+//! [`gelu`], `softmax`, SAM's `LayerNorm2d`) share: recognising a (plain) CPU tensor,
 //! running a kernel over an f32 tensor's values, and running independent blocks of rows on
 //! rayon's threads (burn-flex's kernels run on one thread in this workspace, see the README).
 
-use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, Flex};
 use burn::tensor::activation;
 use burn::tensor::{DType, Tensor, TensorData};
 use legion_kernels::elementwise::gelu_erf;
@@ -14,6 +14,12 @@ use rayon::prelude::*;
 /// to inference on that backend only.
 pub(crate) fn is_plain_cpu<const D: usize>(t: &Tensor<D>) -> bool {
     t.clone().try_into_primitive::<Flex>().is_ok()
+}
+
+/// Whether `t` is a tensor of the CPU backend, plain or with autodiff (the default
+/// checkpointing strategy): the tensors the backend extensions (`softmax`, `matmul`) handle.
+pub(crate) fn is_cpu<const D: usize>(t: &Tensor<D>) -> bool {
+    is_plain_cpu(t) || t.clone().try_into_primitive::<Autodiff<Flex>>().is_ok()
 }
 
 /// `block(start, len)` for one block of consecutive rows of `0..rows` per rayon thread, run

@@ -12,6 +12,7 @@ use burn::nn::Linear;
 use burn::tensor::{DType, Tensor, TensorData, bf16};
 use legion_kernels::{Kernel, WeightOrder, WeightView, matmul};
 
+use crate::cpu_inference::is_cpu;
 use crate::matmul as threaded;
 
 /// `linear.forward(x)`, through the bf16 kernel of this module when `x` and the weight are bf16
@@ -41,7 +42,7 @@ pub fn forward<const D: usize>(linear: &Linear, x: Tensor<D>) -> Tensor<D> {
 fn forward_f32<const D: usize>(linear: &Linear, x: &Tensor<D>) -> Option<Tensor<D>> {
     if x.dtype() != DType::F32
         || crate::precision::param_dtype(&linear.weight) != DType::F32
-        || !threaded::on_cpu(x)
+        || !is_cpu(x)
     {
         return None;
     }

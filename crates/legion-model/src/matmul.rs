@@ -27,14 +27,13 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, binary, broadcast_shape};
-
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{DType, Shape, Slice, Tensor};
 use rayon::prelude::*;
 
-use crate::cpu_inference::is_plain_cpu;
+use crate::cpu_inference::is_cpu;
 
 /// Multiply-adds from which a product is shared between threads (burn-flex's own threshold
 /// for its threaded gemm, 192^3): below it the split costs more than it saves.
@@ -49,10 +48,16 @@ thread_local! {
 /// them: for callers that already keep each core busy with a thread of their own (one training
 /// replica per core).
 pub fn on_calling_thread<R>(work: impl FnOnce() -> R) -> R {
-    let before = CALLING_THREAD_ONLY.with(|flag| flag.replace(true));
-    let out = work();
-    CALLING_THREAD_ONLY.with(|flag| flag.set(before));
-    out
+    /// Restores the flag when `work` returns or unwinds (a rayon worker outlives a panicking
+    /// task, and must not stay single-threaded).
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CALLING_THREAD_ONLY.with(|flag| flag.set(self.0));
+        }
+    }
+    let _restore = Restore(CALLING_THREAD_ONLY.with(|flag| flag.replace(true)));
+    work()
 }
 
 /// The extension: a matrix product over the last two axes.
@@ -230,12 +235,6 @@ impl<B: Backend + ThreadedMatmulBackend, C: CheckpointStrategy> ThreadedMatmulBa
     }
 }
 
-/// Whether `t` is a tensor of the CPU backend, plain or with autodiff (the default
-/// checkpointing strategy): the tensors [`matmul`] threads.
-pub(crate) fn on_cpu<const D: usize>(t: &Tensor<D>) -> bool {
-    is_plain_cpu(t) || t.clone().try_into_primitive::<Autodiff<Flex>>().is_ok()
-}
-
 /// `lhs.matmul(rhs)`: through the extension (threaded) for f32 tensors of the CPU backend,
 /// with or without autodiff (the default checkpointing strategy); burn's `matmul` otherwise.
 /// The same values as burn's, bit for bit.
@@ -246,7 +245,7 @@ pub(crate) fn on_cpu<const D: usize>(t: &Tensor<D>) -> bool {
 /// # Panics
 /// As burn's `matmul`: if the inner sizes or the batch axes do not match.
 pub fn matmul<const D: usize>(lhs: Tensor<D>, rhs: Tensor<D>) -> Tensor<D> {
-    if lhs.dtype() != DType::F32 || rhs.dtype() != DType::F32 || !on_cpu(&lhs) || !on_cpu(&rhs) {
+    if lhs.dtype() != DType::F32 || rhs.dtype() != DType::F32 || !is_cpu(&lhs) || !is_cpu(&rhs) {
         return lhs.matmul(rhs);
     }
     let [l, r] = [lhs.dims(), rhs.dims()];

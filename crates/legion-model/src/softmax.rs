@@ -24,7 +24,7 @@ use burn::tensor::activation;
 use burn::tensor::{DType, Tensor};
 use legion_kernels::elementwise;
 
-use crate::cpu_inference::{is_plain_cpu, map_f32};
+use crate::cpu_inference::{is_cpu, map_f32};
 
 /// The extension: a softmax over the last axis.
 #[backend_extension(Flex, Autodiff)]
@@ -95,8 +95,7 @@ impl<B: Backend + SoftmaxLastBackend, C: CheckpointStrategy> SoftmaxLastBackend 
 /// # Panics
 /// If the last axis is empty.
 pub(crate) fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let on_cpu = || is_plain_cpu(&x) || x.clone().try_into_primitive::<Autodiff<Flex>>().is_ok();
-    if x.dtype() != DType::F32 || !on_cpu() {
+    if x.dtype() != DType::F32 || !is_cpu(&x) {
         return activation::softmax(x, D - 1);
     }
     Tensor::from_dispatch(<Dispatch as SoftmaxLastBackend>::softmax_last_axis(
