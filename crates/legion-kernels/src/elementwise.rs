@@ -249,6 +249,231 @@ pub fn layer_norm_channels(
     out
 }
 
+/// `Σ f(x)` over a row with one partial sum per vector lane (see [`LANES`]).
+#[inline(always)]
+fn lane_sum(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut partial = [0.0f32; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (p, &x) in partial.iter_mut().zip(chunk) {
+            *p += f(x);
+        }
+    }
+    let tail: f32 = chunks.remainder().iter().map(|&x| f(x)).sum();
+    partial.iter().fold(tail, |acc, &p| acc + p)
+}
+
+/// A row's mean and `1 / sqrt(var + eps)`, with the biased variance of the centred values (two
+/// passes, as the reference's `(x - u).pow(2).mean()`). The mean is summed relative to the first
+/// value, so that a large common offset (activations of a residual stream) does not eat the
+/// digits of the spread.
+#[inline(always)]
+fn row_moments(row: &[f32], eps: f32) -> (f32, f32) {
+    let n = row.len() as f32;
+    let shift = row[0];
+    let mean = shift + lane_sum(row, |x| x - shift) / n;
+    let var = lane_sum(row, |x| (x - mean) * (x - mean)) / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+#[inline(always)]
+fn layer_norm_rows_in(input: &[f32], out: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    let row_len = gamma.len();
+    for (x, out) in input
+        .chunks_exact(row_len)
+        .zip(out.chunks_exact_mut(row_len))
+    {
+        let (mean, rstd) = row_moments(x, eps);
+        for (((o, &x), &g), &b) in out.iter_mut().zip(x).zip(gamma).zip(beta) {
+            *o = (x - mean) * rstd * g + b;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn layer_norm_rows_avx2(
+    input: &[f32],
+    out: &mut [f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) {
+    layer_norm_rows_in(input, out, gamma, beta, eps);
+}
+
+/// Layer norm over the last axis of a row-major `[rows, row_len]` array (`row_len =
+/// gamma.len()`): `(x - mean) * rstd * gamma + beta` per row, `rstd = 1 / sqrt(var + eps)` with
+/// the biased variance (PyTorch's `F.layer_norm`), written to a new array. Rows are split over
+/// rayon's threads.
+///
+/// # Panics
+/// If `gamma` is empty, `beta` is not as long, or `gamma.len()` does not divide `input.len()`.
+pub fn layer_norm_last(input: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> Vec<f32> {
+    let row_len = gamma.len();
+    check_rows("layer_norm_last", input.len(), row_len);
+    assert_eq!(beta.len(), row_len, "layer_norm_last: beta length");
+    let mut out = vec![0.0f32; input.len()];
+    let avx2 = has_avx2();
+    let task = (CHUNK / row_len).max(1) * row_len;
+    out.par_chunks_mut(task)
+        .zip(input.par_chunks(task))
+        .for_each(|(out, x)| {
+            #[cfg(target_arch = "x86_64")]
+            if avx2 {
+                // SAFETY: the CPU has AVX2 (checked above).
+                unsafe { layer_norm_rows_avx2(x, out, gamma, beta, eps) };
+                return;
+            }
+            let _ = avx2;
+            layer_norm_rows_in(x, out, gamma, beta, eps);
+        });
+    out
+}
+
+/// The gradients of [`layer_norm_last`] for the loss gradient `grad` of its output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerNormGrads {
+    /// d loss / d input, the input's shape.
+    pub input: Vec<f32>,
+    /// d loss / d gamma, `row_len` long.
+    pub gamma: Vec<f32>,
+    /// d loss / d beta, `row_len` long.
+    pub beta: Vec<f32>,
+}
+
+/// One block of rows of [`layer_norm_last_backward`]: writes `d_input` and returns this block's
+/// `(d_gamma, d_beta)` sums, laid out as `[d_gamma.., d_beta..]`.
+#[inline(always)]
+fn layer_norm_backward_rows_in(
+    input: &[f32],
+    grad: &[f32],
+    d_input: &mut [f32],
+    gamma: &[f32],
+    eps: f32,
+) -> Vec<f32> {
+    let row_len = gamma.len();
+    let inv_n = 1.0 / row_len as f32;
+    let mut sums = vec![0.0f32; 2 * row_len];
+    let (d_gamma, d_beta) = sums.split_at_mut(row_len);
+    let rows = input
+        .chunks_exact(row_len)
+        .zip(grad.chunks_exact(row_len))
+        .zip(d_input.chunks_exact_mut(row_len));
+    for ((x, g), dx) in rows {
+        let (mean, rstd) = row_moments(x, eps);
+        // With x̂ = (x - mean) * rstd and gγ = g * gamma:
+        // dx = rstd * (gγ - mean(gγ) - x̂ * mean(gγ * x̂)).
+        // Both sums with one partial per lane (see [`LANES`]).
+        let mut gg_sum = [0.0f32; LANES];
+        let mut ggx_sum = [0.0f32; LANES];
+        let (mut xs, mut gs, mut ws) = (
+            x.chunks_exact(LANES),
+            g.chunks_exact(LANES),
+            gamma.chunks_exact(LANES),
+        );
+        for ((x, g), w) in (&mut xs).zip(&mut gs).zip(&mut ws) {
+            for lane in 0..LANES {
+                let gg = g[lane] * w[lane];
+                gg_sum[lane] += gg;
+                ggx_sum[lane] += gg * (x[lane] - mean);
+            }
+        }
+        let tail = xs
+            .remainder()
+            .iter()
+            .zip(gs.remainder())
+            .zip(ws.remainder());
+        let (mut gg_tail, mut ggx_tail) = (0.0f32, 0.0f32);
+        for ((&x, &g), &w) in tail {
+            gg_tail += g * w;
+            ggx_tail += g * w * (x - mean);
+        }
+        let gg_mean = gg_sum.iter().fold(gg_tail, |acc, &p| acc + p) * inv_n;
+        let ggx_mean = ggx_sum.iter().fold(ggx_tail, |acc, &p| acc + p) * rstd * inv_n;
+        let per_column = dx.iter_mut().zip(x).zip(g).zip(gamma);
+        for ((((dx, &x), &g), &w), (dw, db)) in per_column.zip(d_gamma.iter_mut().zip(&mut *d_beta))
+        {
+            let x_hat = (x - mean) * rstd;
+            *dx = rstd * (g * w - gg_mean - x_hat * ggx_mean);
+            *dw += g * x_hat;
+            *db += g;
+        }
+    }
+    sums
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn layer_norm_backward_rows_avx2(
+    input: &[f32],
+    grad: &[f32],
+    d_input: &mut [f32],
+    gamma: &[f32],
+    eps: f32,
+) -> Vec<f32> {
+    layer_norm_backward_rows_in(input, grad, d_input, gamma, eps)
+}
+
+/// The backward pass of [`layer_norm_last`] in one kernel: the input gradient of every row, and
+/// the gamma and beta gradients summed over the rows. The row moments are recomputed from
+/// `input` (one pass) rather than saved. Rows are split over rayon's threads in fixed blocks
+/// whose partial sums are added in block order, so the result does not depend on the thread
+/// count or scheduling.
+///
+/// # Panics
+/// If `gamma` is empty, `grad` is not as long as `input`, or `gamma.len()` does not divide
+/// `input.len()`.
+pub fn layer_norm_last_backward(
+    input: &[f32],
+    grad: &[f32],
+    gamma: &[f32],
+    eps: f32,
+) -> LayerNormGrads {
+    let row_len = gamma.len();
+    check_rows("layer_norm_last_backward", input.len(), row_len);
+    assert_eq!(
+        grad.len(),
+        input.len(),
+        "layer_norm_last_backward: grad length"
+    );
+    let mut d_input = vec![0.0f32; input.len()];
+    let avx2 = has_avx2();
+    let task = (CHUNK / row_len).max(1) * row_len;
+    let block_sums: Vec<Vec<f32>> = d_input
+        .par_chunks_mut(task)
+        .zip(input.par_chunks(task).zip(grad.par_chunks(task)))
+        .map(|(dx, (x, g))| {
+            #[cfg(target_arch = "x86_64")]
+            if avx2 {
+                // SAFETY: the CPU has AVX2 (checked above).
+                return unsafe { layer_norm_backward_rows_avx2(x, g, dx, gamma, eps) };
+            }
+            let _ = avx2;
+            layer_norm_backward_rows_in(x, g, dx, gamma, eps)
+        })
+        .collect();
+    let mut sums = vec![0.0f32; 2 * row_len];
+    for block in &block_sums {
+        for (s, &b) in sums.iter_mut().zip(block) {
+            *s += b;
+        }
+    }
+    let d_beta = sums.split_off(row_len);
+    LayerNormGrads {
+        input: d_input,
+        gamma: sums,
+        beta: d_beta,
+    }
+}
+
+fn check_rows(kernel: &str, len: usize, row_len: usize) {
+    assert!(
+        row_len > 0 && len.is_multiple_of(row_len),
+        "{kernel}: {len} values are not rows of {row_len}"
+    );
+}
+
 /// Per column across `channels` planes, into the zeroed `mean` and `std` (one entry per column):
 /// the mean and `sqrt(var + eps)`, with the biased variance of the centred values (two passes,
 /// as the reference's `(x - u).pow(2).mean()`).
@@ -414,5 +639,98 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Rows of a `[rows, row_len]` array with offsets and spreads that differ by row, so that
+    /// a wrong mean or variance shows.
+    fn layer_norm_case(rows: usize, row_len: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let input = (0..rows * row_len)
+            .map(|i| {
+                let row = (i / row_len) as f32;
+                ((i * 7919 % 1013) as f32 / 101.3 - 5.0) * (0.1 + row * 0.3) + row
+            })
+            .collect();
+        let gamma = (0..row_len).map(|c| 0.5 + c as f32 * 0.01).collect();
+        let beta = (0..row_len).map(|c| c as f32 * -0.02).collect();
+        (input, gamma, beta)
+    }
+
+    /// One row's `(x - mean) / sqrt(var + eps)` in f64.
+    fn normalised64(row: &[f32], eps: f64) -> Vec<f64> {
+        let n = row.len() as f64;
+        let mean = row.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
+        let var = row
+            .iter()
+            .map(|&x| (f64::from(x) - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        row.iter()
+            .map(|&x| (f64::from(x) - mean) / (var + eps).sqrt())
+            .collect()
+    }
+
+    #[test]
+    fn layer_norm_last_matches_a_direct_f64_computation() {
+        // 77 columns: vector lanes plus a tail; 700 rows: several rayon tasks.
+        let (rows, row_len) = (700, 77);
+        let (input, gamma, beta) = layer_norm_case(rows, row_len);
+        let out = layer_norm_last(&input, &gamma, &beta, 1e-5);
+        for (x, y) in input.chunks(row_len).zip(out.chunks(row_len)) {
+            for (c, x_hat) in normalised64(x, 1e-5).into_iter().enumerate() {
+                let want = x_hat * f64::from(gamma[c]) + f64::from(beta[c]);
+                assert!((f64::from(y[c]) - want).abs() < 2e-6, "{} vs {want}", y[c]);
+            }
+        }
+    }
+
+    #[test]
+    fn layer_norm_last_backward_matches_a_direct_f64_computation() {
+        let (rows, row_len) = (700, 77);
+        let (input, gamma, _) = layer_norm_case(rows, row_len);
+        let grad: Vec<f32> = (0..rows * row_len)
+            .map(|i| (i * 104_729 % 997) as f32 / 498.5 - 1.0)
+            .collect();
+        let got = layer_norm_last_backward(&input, &grad, &gamma, 1e-5);
+        let mut d_gamma = vec![0.0f64; row_len];
+        let mut d_beta = vec![0.0f64; row_len];
+        for (r, (x, g)) in input.chunks(row_len).zip(grad.chunks(row_len)).enumerate() {
+            let x_hat = normalised64(x, 1e-5);
+            let n = row_len as f64;
+            let mean = x.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+            let var = x
+                .iter()
+                .map(|&v| (f64::from(v) - mean).powi(2))
+                .sum::<f64>()
+                / n;
+            let rstd = 1.0 / (var + 1e-5).sqrt();
+            let gg: Vec<f64> = (0..row_len)
+                .map(|c| f64::from(g[c]) * f64::from(gamma[c]))
+                .collect();
+            let gg_mean = gg.iter().sum::<f64>() / n;
+            let ggx_mean = gg.iter().zip(&x_hat).map(|(a, b)| a * b).sum::<f64>() / n;
+            for c in 0..row_len {
+                let want = rstd * (gg[c] - gg_mean - x_hat[c] * ggx_mean);
+                let got = f64::from(got.input[r * row_len + c]);
+                // Relative to the row's scale of the gradient (rstd * max |g * gamma|).
+                assert!(
+                    (got - want).abs() <= 1e-5 * rstd.max(1.0),
+                    "row {r} col {c}: {got} vs {want}"
+                );
+                d_gamma[c] += f64::from(g[c]) * x_hat[c];
+                d_beta[c] += f64::from(g[c]);
+            }
+        }
+        for c in 0..row_len {
+            assert!(
+                (f64::from(got.gamma[c]) - d_gamma[c]).abs() < 1e-3,
+                "d_gamma {c}"
+            );
+            assert!(
+                (f64::from(got.beta[c]) - d_beta[c]).abs() < 1e-3,
+                "d_beta {c}"
+            );
+        }
+        // The same bits again: block sums are added in a fixed order.
+        assert_eq!(layer_norm_last_backward(&input, &grad, &gamma, 1e-5), got);
     }
 }

@@ -30,14 +30,13 @@ use std::path::Path;
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{
-    Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
-};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::activation::sigmoid;
 use burn::tensor::{DType, Device, Tensor};
 
 use crate::cpu_inference::gelu;
 use crate::fused_attention::fused_inference;
+use crate::layer_norm::{LayerNorm, LayerNormConfig};
 use crate::linear;
 use crate::matmul::matmul;
 use crate::precision::{cast_to, param_dtype};

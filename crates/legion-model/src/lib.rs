@@ -15,6 +15,7 @@ pub mod detection_head;
 pub mod fused_attention;
 pub mod generation;
 pub mod kv_cache;
+pub mod layer_norm;
 pub mod legion;
 pub mod linear;
 pub mod llama;

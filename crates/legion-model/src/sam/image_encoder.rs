@@ -13,12 +13,13 @@
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::common::{LayerNorm2d, LayerNorm2dConfig, MlpActivation, MlpBlock, MlpBlockConfig};
 use super::postprocess::linear_resize_matrix;
 use crate::cpu_inference::{is_plain_cpu, split_rows_over_threads};
+use crate::layer_norm::{LayerNorm, LayerNormConfig};
 use crate::linear;
 use crate::matmul::{matmul, on_calling_thread};
 use crate::precision::{cast_to, param_dtype};

@@ -8,10 +8,11 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
 use super::common::{MlpActivation, MlpBlock, MlpBlockConfig};
+use crate::layer_norm::{LayerNorm, LayerNormConfig};
 use crate::linear;
 use crate::matmul::matmul;
 use crate::softmax::softmax_last;
