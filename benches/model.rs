@@ -251,6 +251,9 @@ fn sam_prompt_mask_decoder(c: &mut Criterion) {
 }
 
 fn config() -> Criterion {
+    // As `legion_train::train` sets it: the forward_backward benches are training steps (the
+    // forward ones measured the same with and without it).
+    legion_backend::heap::reuse_freed_buffers();
     eprintln!(
         "legion model bench: rayon threads = {} (set RAYON_NUM_THREADS), SAM encoder input = {} px \
          (set LEGION_BENCH_SAM_IMG)",

@@ -124,6 +124,8 @@ fn step(
 
 fn train_step(c: &mut Criterion) {
     legion_backend::flush_denormals();
+    // As `legion_train::train` sets it.
+    legion_backend::heap::reuse_freed_buffers();
     let device = Device::flex().autodiff();
     device.seed(42);
     let config = LegionConfig::tiny();

@@ -10,6 +10,8 @@
 //! cargo build --release --features wgpu && legion train ... --device wgpu:0
 //! ```
 
+pub mod heap;
+
 use std::fmt;
 use std::str::FromStr;
 

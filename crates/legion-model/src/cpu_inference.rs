@@ -7,7 +7,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::activation;
 use burn::tensor::{DType, Tensor, TensorData};
-use legion_kernels::elementwise::gelu_erf;
+use legion_kernels::elementwise::{gelu_erf, transpose};
 use rayon::prelude::*;
 
 /// Whether `t` is a tensor of the CPU (`flex`) backend without autodiff: the fast paths apply
@@ -95,4 +95,21 @@ pub(crate) fn read_plain_f32<const D: usize, R>(
         Some(values) => Some(read(values)),
         None => Some(read(primitive.to_contiguous().as_slice::<f32>()?)),
     }
+}
+
+/// `x.swap_dims(1, 2)` copied into row-major order: through
+/// `legion_kernels::elementwise::transpose` (tiled, on rayon's threads) for f32 tensors of the
+/// CPU backend without autodiff, a reshape of the transposed view otherwise (which copies on
+/// every backend). burn-flex's own copy runs on one thread.
+///
+/// # Shapes
+/// `[batch, rows, cols]` -> `[batch, cols, rows]`.
+pub(crate) fn transposed_copy(x: Tensor<3>) -> Tensor<3> {
+    let [batch, rows, cols] = x.dims();
+    if let Some(values) = read_plain_f32(&x, |values| transpose(values, batch, rows, cols)) {
+        return Tensor::from_data(TensorData::new(values, [batch, cols, rows]), &x.device());
+    }
+    x.swap_dims(1, 2)
+        .reshape([batch * cols, rows])
+        .reshape([batch, cols, rows])
 }

@@ -65,6 +65,8 @@ pub fn train_with(
     })?;
     // Saturated mask logits produce subnormal floats, ~25x slower on x86 (measured).
     legion_backend::flush_denormals();
+    // Each step's large buffers reuse the last step's pages instead of faulting in new ones.
+    legion_backend::heap::reuse_freed_buffers();
     let devices = learner::resolve_devices(config)?;
     match config.run.task {
         Task::Segment => {

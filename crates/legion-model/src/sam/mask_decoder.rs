@@ -17,7 +17,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::common::{LayerNorm2d, LayerNorm2dConfig, Mlp, MlpConfig};
 use super::transformer::{TwoWayTransformer, TwoWayTransformerConfig};
-use crate::cpu_inference::gelu;
+use crate::cpu_inference::{gelu, transposed_copy};
 use crate::precision::{cast_to, param_dtype, to_f32};
 
 /// Configuration of [`MaskDecoder`].
@@ -223,13 +223,12 @@ impl MaskDecoder {
             b => panic!("MaskDecoder: image batch {b} must be 1 or the prompt batch {batch}"),
         };
         let src = src + dense_prompt_embeddings;
-        let pos_src = image_pe.repeat_dim(0, batch);
-
-        let (hs, src) = self.transformer.forward(src, pos_src, tokens);
+        // `[1, dim, h, w]`: the transformer repeats it for the batch.
+        let (hs, src) = self.transformer.forward(src, image_pe, tokens);
         let iou_token_out = hs.clone().slice([0..batch, 0..1]).reshape([batch, dim]);
         let mask_tokens_out = hs.slice([0..batch, 1..1 + num_mask_tokens]);
 
-        let src = src.swap_dims(1, 2).reshape([batch, c, h, w]);
+        let src = transposed_copy(src).reshape([batch, c, h, w]);
         let upscaled = self.output_upscaling.forward(src);
         let hyper_in = self
             .output_hypernetworks_mlps

@@ -12,6 +12,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
 use super::common::{MlpActivation, MlpBlock, MlpBlockConfig};
+use crate::cpu_inference::transposed_copy;
 use crate::layer_norm::{LayerNorm, LayerNormConfig};
 use crate::linear;
 use crate::matmul::matmul;
@@ -249,7 +250,8 @@ pub struct TwoWayTransformer {
 
 impl TwoWayTransformer {
     /// # Shapes
-    /// - `image_embedding`, `image_pe`: `[batch, dim, h, w]`
+    /// - `image_embedding`: `[batch, dim, h, w]`; `image_pe`: `[batch, dim, h, w]` or
+    ///   `[1, dim, h, w]` (one encoding for every batch item)
     /// - `point_embedding`: `[batch, n_tokens, dim]`
     /// - returns `(queries [batch, n_tokens, dim], keys [batch, h * w, dim])`.
     ///
@@ -261,8 +263,13 @@ impl TwoWayTransformer {
         image_pe: Tensor<4>,
         point_embedding: Tensor<3>,
     ) -> (Tensor<3>, Tensor<3>) {
+        let batch = image_embedding.dims()[0];
         let image_embedding = tokens_row_major(image_embedding);
-        let image_pe = tokens_row_major(image_pe);
+        // One positional encoding for the batch is transposed once, then repeated.
+        let image_pe = match image_pe.dims()[0] {
+            1 if batch > 1 => tokens_row_major(image_pe).repeat_dim(0, batch),
+            _ => tokens_row_major(image_pe),
+        };
         let mut queries = point_embedding.clone();
         let mut keys = image_embedding;
         for layer in &self.layers {
@@ -281,10 +288,5 @@ impl TwoWayTransformer {
 /// and burn-flex adds a transposed operand element by element through its strided path (13% of
 /// the SAM decoder's forward on a 64x64 grid); one copy here makes those adds contiguous.
 fn tokens_row_major(x: Tensor<4>) -> Tensor<3> {
-    let [batch, channels, h, w] = x.dims();
-    // A reshape of a non-contiguous view copies it into row-major order (on every backend).
-    x.flatten::<3>(2, 3)
-        .swap_dims(1, 2)
-        .reshape([batch * h * w, channels])
-        .reshape([batch, h * w, channels])
+    transposed_copy(x.flatten::<3>(2, 3))
 }
