@@ -46,6 +46,9 @@ mod tests {
         assert!(super::reuse_freed_buffers());
         // Still serves a block above glibc's largest mmap threshold (32 MiB), from the heap.
         let block = vec![1u8; 64 << 20];
-        assert_eq!(block.iter().map(|&b| usize::from(b)).sum::<usize>(), 64 << 20);
+        assert_eq!(
+            block.iter().map(|&b| usize::from(b)).sum::<usize>(),
+            64 << 20
+        );
     }
 }

@@ -91,9 +91,23 @@ pub(crate) fn read_plain_f32<const D: usize, R>(
         return None;
     }
     let primitive = x.clone().try_into_primitive::<Flex>().ok()?;
-    match primitive.as_slice::<f32>() {
-        Some(values) => Some(read(values)),
-        None => Some(read(primitive.to_contiguous().as_slice::<f32>()?)),
+    Some(read_f32(&primitive, read))
+}
+
+/// `read` over the row-major values of an f32 flex tensor: borrowed in place when it is
+/// contiguous, from a row-major copy otherwise.
+///
+/// # Panics
+/// If the tensor is not f32.
+pub(crate) fn read_f32<R>(tensor: &FlexTensor, read: impl FnOnce(&[f32]) -> R) -> R {
+    match tensor.as_slice::<f32>() {
+        Some(values) => read(values),
+        None => read(
+            tensor
+                .to_contiguous()
+                .as_slice::<f32>()
+                .expect("an f32 tensor"),
+        ),
     }
 }
 

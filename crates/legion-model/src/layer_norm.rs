@@ -31,7 +31,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
 use legion_kernels::elementwise::{LayerNormGrads, layer_norm_last, layer_norm_last_backward};
 
-use crate::cpu_inference::is_cpu;
+use crate::cpu_inference::{is_cpu, read_f32};
 
 /// Configuration of a [`LayerNorm`].
 #[derive(Config, Debug)]
@@ -84,7 +84,9 @@ impl LayerNorm {
         );
         let beta = self.beta.as_ref().map(Param::val);
         match beta {
-            Some(beta) if x.dtype() == DType::F32 && is_cpu(&x) => {
+            Some(beta)
+                if [x.dtype(), gamma.dtype(), beta.dtype()] == [DType::F32; 3] && is_cpu(&x) =>
+            {
                 Tensor::from_dispatch(<Dispatch as LayerNormBackend>::layer_norm_last_axis(
                     x.into_dispatch(),
                     gamma.into_dispatch(),
@@ -132,19 +134,6 @@ pub trait LayerNormBackwardBackend: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
-/// `read` over the row-major f32 values of a flex tensor (in place when contiguous).
-fn with_values<R>(tensor: &FlexTensor, read: impl FnOnce(&[f32]) -> R) -> R {
-    match tensor.as_slice::<f32>() {
-        Some(values) => read(values),
-        None => read(
-            tensor
-                .to_contiguous()
-                .as_slice::<f32>()
-                .expect("a contiguous f32 tensor"),
-        ),
-    }
-}
-
 fn flex_tensor(values: Vec<f32>, shape: burn::tensor::Shape) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
@@ -162,9 +151,9 @@ impl LayerNormBackend for Flex {
         {
             return Flex::layer_norm(input, gamma, Some(beta), epsilon);
         }
-        let out = with_values(&input, |x| {
-            with_values(&gamma, |gamma| {
-                with_values(&beta, |beta| {
+        let out = read_f32(&input, |x| {
+            read_f32(&gamma, |gamma| {
+                read_f32(&beta, |beta| {
                     layer_norm_last(x, gamma, beta, epsilon as f32)
                 })
             })
@@ -184,9 +173,9 @@ impl LayerNormBackwardBackend for Flex {
             input: d_input,
             gamma: d_gamma,
             beta: d_beta,
-        } = with_values(&input, |x| {
-            with_values(&gamma, |gamma| {
-                with_values(&grad, |grad| {
+        } = read_f32(&input, |x| {
+            read_f32(&gamma, |gamma| {
+                read_f32(&grad, |grad| {
                     layer_norm_last_backward(x, grad, gamma, epsilon as f32)
                 })
             })
