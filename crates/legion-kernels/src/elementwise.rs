@@ -1,6 +1,6 @@
 //! Vectorised f32 element-wise kernels for the CPU backend: the exact (erf) GELU, a row softmax
-//! (in inference and, through `legion-model`'s backend extension, in training) and a
-//! channel-axis layer norm.
+//! and a last-axis layer norm with its backward pass (in inference and, through `legion-model`'s
+//! backend extensions, in training), a channel-axis layer norm, and a tiled transpose.
 //!
 //! burn-flex runs without its `simd` feature in this workspace (see the README), so its GELU
 //! calls a scalar `erf` per element and its softmax a scalar `exp`, on one thread, and SAM's
