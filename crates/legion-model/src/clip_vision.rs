@@ -31,10 +31,9 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
-use burn::tensor::activation::sigmoid;
 use burn::tensor::{DType, Device, Tensor};
 
-use crate::cpu_inference::gelu;
+use crate::cpu_inference::{gelu, quick_gelu};
 use crate::fused_attention::fused_inference;
 use crate::layer_norm::{LayerNorm, LayerNormConfig};
 use crate::linear;
@@ -193,7 +192,7 @@ impl ClipActivation {
     fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
         match self {
             // 1.702 is the constant of OpenAI's and HF's QuickGELU.
-            Self::QuickGelu => x.clone() * sigmoid(x.mul_scalar(1.702)),
+            Self::QuickGelu => quick_gelu(x),
             Self::Gelu => gelu(x),
         }
     }
