@@ -1,4 +1,4 @@
-//! Vectorised f32 element-wise kernels for the CPU backend: the exact (erf) GELU, a row softmax
+//! Vectorised f32 element-wise kernels for the CPU backend: the exact (erf) GELU, QuickGELU, a row softmax
 //! and a last-axis layer norm with its backward pass (in inference and, through `legion-model`'s
 //! backend extensions, in training), a channel-axis layer norm, and a tiled transpose.
 //!
