@@ -73,19 +73,6 @@ pub fn gelu_erf_scalar(x: f32) -> f32 {
     x * normal_cdf(x)
 }
 
-#[inline(always)]
-fn gelu_slice(values: &mut [f32]) {
-    for v in values {
-        *v = gelu_erf_scalar(*v);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn gelu_slice_avx2(values: &mut [f32]) {
-    gelu_slice(values);
-}
-
 fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -97,19 +84,38 @@ fn has_avx2() -> bool {
     }
 }
 
-/// The exact GELU of every element, in place.
-pub fn gelu_erf(values: &mut [f32]) {
+#[inline(always)]
+fn map_slice(values: &mut [f32], f: impl Fn(f32) -> f32) {
+    for v in values {
+        *v = f(*v);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn map_slice_avx2(values: &mut [f32], f: impl Fn(f32) -> f32) {
+    map_slice(values, f);
+}
+
+/// `f` of every element, in place: chunks on rayon's threads, each compiled for AVX2 where the
+/// CPU has it (the same IEEE operations as the portable loop, so the same bits).
+fn map_in_place(values: &mut [f32], f: impl Fn(f32) -> f32 + Copy + Sync) {
     let avx2 = has_avx2();
     values.par_chunks_mut(CHUNK).for_each(|chunk| {
         #[cfg(target_arch = "x86_64")]
         if avx2 {
             // SAFETY: the CPU has AVX2 (checked above).
-            unsafe { gelu_slice_avx2(chunk) };
+            unsafe { map_slice_avx2(chunk, f) };
             return;
         }
         let _ = avx2;
-        gelu_slice(chunk);
+        map_slice(chunk, f);
     });
+}
+
+/// The exact GELU of every element, in place.
+pub fn gelu_erf(values: &mut [f32]) {
+    map_in_place(values, gelu_erf_scalar);
 }
 
 /// `x * sigmoid(1.702 x)` for one element (OpenAI CLIP's QuickGELU), as `x / (1 + e^(-1.702 x))`
@@ -120,32 +126,9 @@ pub fn quick_gelu_scalar(x: f32) -> f32 {
     x / (1.0 + exp(-1.702 * x))
 }
 
-#[inline(always)]
-fn quick_gelu_slice(values: &mut [f32]) {
-    for v in values {
-        *v = quick_gelu_scalar(*v);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn quick_gelu_slice_avx2(values: &mut [f32]) {
-    quick_gelu_slice(values);
-}
-
 /// [`quick_gelu_scalar`] of every element, in place, on rayon's threads.
 pub fn quick_gelu(values: &mut [f32]) {
-    let avx2 = has_avx2();
-    values.par_chunks_mut(CHUNK).for_each(|chunk| {
-        #[cfg(target_arch = "x86_64")]
-        if avx2 {
-            // SAFETY: the CPU has AVX2 (checked above).
-            unsafe { quick_gelu_slice_avx2(chunk) };
-            return;
-        }
-        let _ = avx2;
-        quick_gelu_slice(chunk);
-    });
+    map_in_place(values, quick_gelu_scalar);
 }
 
 /// Independent partial results per reduction: one AVX2 vector. A single running max or sum

@@ -48,13 +48,7 @@ pub(crate) fn split_rows_over_threads<const D: usize>(
 /// # Shapes
 /// Any shape -> the same shape.
 pub(crate) fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if x.dtype() != DType::F32 || !is_plain_cpu(&x) {
-        return activation::gelu(x);
-    }
-    let primitive = x
-        .try_into_primitive::<Flex>()
-        .expect("is_plain_cpu checked the backend");
-    Tensor::from_primitive::<Flex>(map_f32(primitive, gelu_erf))
+    element_wise(x, gelu_erf, activation::gelu)
 }
 
 /// `x * sigmoid(1.702 x)` (CLIP's QuickGELU): through
@@ -66,13 +60,25 @@ pub(crate) fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// # Shapes
 /// Any shape -> the same shape.
 pub(crate) fn quick_gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    element_wise(x, quick_gelu_kernel, |x| {
+        x.clone() * activation::sigmoid(x.mul_scalar(1.702))
+    })
+}
+
+/// `kernel` over the values of an f32 tensor of the CPU backend without autodiff (in place
+/// where it owns its buffer); `burn_ops` for any other tensor.
+fn element_wise<const D: usize>(
+    x: Tensor<D>,
+    kernel: fn(&mut [f32]),
+    burn_ops: impl FnOnce(Tensor<D>) -> Tensor<D>,
+) -> Tensor<D> {
     if x.dtype() != DType::F32 || !is_plain_cpu(&x) {
-        return x.clone() * activation::sigmoid(x.mul_scalar(1.702));
+        return burn_ops(x);
     }
     let primitive = x
         .try_into_primitive::<Flex>()
         .expect("is_plain_cpu checked the backend");
-    Tensor::from_primitive::<Flex>(map_f32(primitive, quick_gelu_kernel))
+    Tensor::from_primitive::<Flex>(map_f32(primitive, kernel))
 }
 
 /// `kernel` over the row-major values of an f32 flex tensor: in place when the tensor owns

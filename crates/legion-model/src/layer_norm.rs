@@ -134,6 +134,14 @@ pub trait LayerNormBackwardBackend: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
+/// `read` over the row-major values of three f32 flex tensors (see `read_f32`).
+fn read_three_f32<R>(
+    [a, b, c]: [&FlexTensor; 3],
+    read: impl FnOnce(&[f32], &[f32], &[f32]) -> R,
+) -> R {
+    read_f32(a, |a| read_f32(b, |b| read_f32(c, |c| read(a, b, c))))
+}
+
 fn flex_tensor(values: Vec<f32>, shape: burn::tensor::Shape) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
@@ -151,12 +159,8 @@ impl LayerNormBackend for Flex {
         {
             return Flex::layer_norm(input, gamma, Some(beta), epsilon);
         }
-        let out = read_f32(&input, |x| {
-            read_f32(&gamma, |gamma| {
-                read_f32(&beta, |beta| {
-                    layer_norm_last(x, gamma, beta, epsilon as f32)
-                })
-            })
+        let out = read_three_f32([&input, &gamma, &beta], |x, gamma, beta| {
+            layer_norm_last(x, gamma, beta, epsilon as f32)
         });
         flex_tensor(out, input.shape())
     }
@@ -173,12 +177,8 @@ impl LayerNormBackwardBackend for Flex {
             input: d_input,
             gamma: d_gamma,
             beta: d_beta,
-        } = read_f32(&input, |x| {
-            read_f32(&gamma, |gamma| {
-                read_f32(&grad, |grad| {
-                    layer_norm_last_backward(x, grad, gamma, epsilon as f32)
-                })
-            })
+        } = read_three_f32([&input, &gamma, &grad], |x, gamma, grad| {
+            layer_norm_last_backward(x, grad, gamma, epsilon as f32)
         });
         (
             flex_tensor(d_input, input.shape()),
