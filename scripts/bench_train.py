@@ -8,7 +8,8 @@ PyTorch side: the model is built by `scripts/fixtures/legion.py` (`build_model`:
 the sizes of the Rust preset, and its forward is `legion.legion_forward` (LEGION's training
 `model_forward`: CLIP hidden state -2 -> projector -> spliced into the LLM input, `[SEG]` hidden
 states -> `text_hidden_fcs` -> SAM per image -> masks at the original size). The recipe is
-configs/tiny.toml's: every parameter trained, loss 1.0 * CE + 0.4 * BCE + 0.2 * Dice
+configs/tiny.toml's, with every parameter trained on both sides (the main job loads a pretrained
+CLIP tower, `model.clip`, and keeps it frozen; the benchmark leaves that line out), loss 1.0 * CE + 0.4 * BCE + 0.2 * Dice
 (`scripts/fixtures/losses.py`, LISA's `sigmoid_ce_loss` / `dice_loss`), global gradient-norm clip
 1.0, AdamW (betas 0.9/0.95, eps 1e-8, weight decay 0; lr 2e-3, 30 warm-up steps then linear
 decay), batch 8, denormals flushed (legion-rs does the same).
@@ -324,7 +325,13 @@ def rust_bench(preset: str, steps: int, warmup: int, threads: int, release: bool
     if not binary.exists():
         raise SystemExit(f"{binary} missing: cargo build {'--release ' if release else ''}-p legion-cli")
     with tempfile.TemporaryDirectory(prefix=f"bench_train_{preset}_") as out:
-        cmd = [str(binary), "train", "--config", "configs/tiny.toml",
+        # configs/tiny.toml without its pretrained tower (made for the tiny preset only), every
+        # parameter trained as on the PyTorch side.
+        config = Path(out) / "bench.toml"
+        config.write_text("".join(
+            line for line in (ROOT / "configs/tiny.toml").read_text().splitlines(keepends=True)
+            if not line.startswith("clip = ")))
+        cmd = [str(binary), "train", "--config", str(config), "--set", "trainable.full=true",
                "--set", f"model.preset={preset}", "--set", f"run.steps={steps}",
                # The decay ends at the last step, as on the PyTorch side.
                "--set", f"optim.decay_steps={steps}",

@@ -194,8 +194,10 @@ fn print_summary(summary: &TrainSummary) {
         }
     }
     for (name, scores) in [("untrained", &summary.before), ("trained", &summary.after)] {
-        if let Some(TaskEval::Detect(scores)) = scores {
-            println!("held-out, {name}: {}", scores.one_line());
+        match scores {
+            Some(TaskEval::Detect(scores)) => println!("held-out, {name}: {}", scores.one_line()),
+            Some(TaskEval::Clip(scores)) => println!("held-out, {name}: {}", scores.one_line()),
+            _ => {}
         }
     }
     println!();

@@ -149,6 +149,11 @@ impl Labels {
             .or_else(|| self.by_image.get(record_id))
     }
 
+    /// Every image's labels, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &ImageLabels> {
+        self.by_image.values()
+    }
+
     /// Number of labelled images.
     pub fn len(&self) -> usize {
         self.by_image.len()

@@ -201,10 +201,11 @@ fn layout_images_phrases_labels_and_counts_are_consistent() {
         areas[areas.len() * 9 / 10],
         areas[areas.len() - 1],
     );
-    // Polygon areas from a few pixels to over 6% of the 4096-pixel image (with one kind per
-    // image, seed 5's 120 images have fewer whole-part distortions: max 278).
+    // Polygon areas from tens of pixels (sized to show at the tiny CLIP's 32 px) to over 6% of
+    // the 4096-pixel image (with one kind per image, seed 5's 120 images have fewer whole-part
+    // distortions).
     assert!(
-        p10 < 40.0 && p90 > 150.0 && max > 250.0,
+        p10 < 80.0 && p90 > 150.0 && max > 250.0,
         "polygon areas p10 {p10} p90 {p90} max {max}"
     );
     let fraction = report.splits[0].mean_artifact_fraction;

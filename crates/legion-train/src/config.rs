@@ -20,6 +20,9 @@ pub enum Task {
     Segment,
     /// Image-level real/fake head on CLIP (`LegionForCls`), CE on image labels.
     Detect,
+    /// Pretraining the preset's CLIP vision tower on a generated dataset's labels
+    /// ([`crate::clip_pretrain`]), for `model.clip`.
+    Clip,
 }
 
 /// The model to train.
@@ -32,6 +35,11 @@ pub struct ModelSection {
     /// replaces the preset.
     #[serde(default)]
     pub init: Option<PathBuf>,
+    /// Start the preset's CLIP tower from this pretrained tower folder (`task = "clip"`'s
+    /// output) instead of random weights; list every other module in
+    /// `trainable.fully_trained` to keep it frozen, as LEGION keeps its pretrained CLIP.
+    #[serde(default)]
+    pub clip: Option<PathBuf>,
 }
 
 /// Where the data comes from and how it is prepared.
@@ -400,13 +408,32 @@ impl TrainConfig {
                         .push("data.tokenizer is needed unless model.init names a bundle".into());
                 }
             }
-            Task::Detect => {
+            Task::Detect | Task::Clip => {
+                let task = if self.run.task == Task::Detect {
+                    "detect"
+                } else {
+                    "clip"
+                };
                 problems.extend(self.segment_only_fields_set().into_iter().map(|field| {
                     format!(
-                        "{field} does not apply to run.task = \"detect\" (leave it at its default)"
+                        "{field} does not apply to run.task = \"{task}\" (leave it at its default)"
                     )
                 }))
             }
+        }
+        if self.model.clip.is_some() {
+            if self.run.task != Task::Segment {
+                problems.push("model.clip applies to run.task = \"segment\" only".into());
+            }
+            if self.model.init.is_some() {
+                problems.push(
+                    "model.clip and model.init exclude each other (a bundle has its own tower)"
+                        .into(),
+                );
+            }
+        }
+        if self.run.task == Task::Clip && self.model.init.is_some() {
+            problems.push("model.init does not apply to run.task = \"clip\"".into());
         }
         if self.run.batch_size < self.run.devices.len() {
             problems.push(format!(
@@ -743,6 +770,38 @@ out_dir = "runs/x"
                 "{assignment}: {text}"
             );
         }
+    }
+
+    #[test]
+    fn a_pretrained_tower_goes_with_a_random_segment_model_only() {
+        let without_tokenizer = MINIMAL.replace("tokenizer = ", "# tokenizer = ");
+        let parse = |toml: &str, overrides: &[&str]| {
+            let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+            TrainConfig::from_toml(toml, "m.toml", &overrides)
+        };
+        parse(MINIMAL, &["model.clip=\"data/clip-tiny\""]).unwrap();
+        for (toml, overrides, expected) in [
+            (
+                MINIMAL,
+                &["model.clip=\"c\"", "model.init=\"b\""][..],
+                "exclude each other",
+            ),
+            (
+                without_tokenizer.as_str(),
+                &["model.clip=\"c\"", "run.task=\"detect\""][..],
+                "model.clip applies",
+            ),
+            (
+                without_tokenizer.as_str(),
+                &["model.init=\"b\"", "run.task=\"clip\""][..],
+                "model.init does not apply",
+            ),
+            (MINIMAL, &["run.task=\"clip\""][..], "data.tokenizer"),
+        ] {
+            let e = parse(toml, overrides).unwrap_err().to_string();
+            assert!(e.contains(expected), "{overrides:?}: {e}");
+        }
+        parse(&without_tokenizer, &["run.task=\"clip\""]).unwrap();
     }
 
     #[test]

@@ -157,6 +157,8 @@ pub enum TaskEval {
     Segment(EvalSummary),
     /// `task = "detect"`: real/fake accuracy.
     Detect(DetectEval),
+    /// `task = "clip"`: kind and content accuracy of the pretrained tower's heads.
+    Clip(crate::clip_pretrain::ClipEval),
 }
 
 impl TaskEval {
@@ -165,6 +167,7 @@ impl TaskEval {
         match self {
             TaskEval::Segment(scores) => scores.one_line(),
             TaskEval::Detect(scores) => scores.one_line(),
+            TaskEval::Clip(scores) => scores.one_line(),
         }
     }
 }

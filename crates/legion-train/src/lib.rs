@@ -6,7 +6,7 @@
 //! resume ([`checkpoint`]), a NaN guard, JSONL metrics and loss curves ([`curve`]), and the
 //! held-out evaluation with the evaluator's metrics ([`evaluation`]).
 //!
-//! One loop ([`learner`]) runs every task; a task ([`segment`], [`detect`]) supplies its
+//! One loop ([`learner`]) runs every task; a task ([`segment`], [`detect`], [`clip_pretrain`]) supplies its
 //! samples, its loss and its evaluation.
 //!
 //! ```text
@@ -15,6 +15,7 @@
 //! ```
 
 pub mod checkpoint;
+pub mod clip_pretrain;
 pub mod compare;
 pub mod config;
 pub mod curve;
@@ -75,6 +76,10 @@ pub fn train_with(
         }
         Task::Detect => {
             let (task, model) = detect::DetectTask::new(config, &devices[0])?;
+            learner::run(config, resume, observer, &devices, comm, &task, model)
+        }
+        Task::Clip => {
+            let (task, model) = clip_pretrain::ClipPretrainTask::new(config, &devices[0])?;
             learner::run(config, resume, observer, &devices, comm, &task, model)
         }
     }

@@ -16,11 +16,13 @@ use legion_data::dataset::{OpenOptions, Sample, SampleConfig, SynthScarsSplit};
 use legion_data::error::BadInputPolicy;
 use legion_data::preprocess::{ClipPreprocessConfig, SamPreprocessConfig};
 use legion_model::bundle::{BundleMeta, ModelBundle};
+use legion_model::clip_vision::ClipVisionTransformer;
 use legion_model::legion::{Legion, LegionConfig};
 use legion_model::tokenizer::{
     LEGION_QUESTION, LegionTokenizer, TrainingExample, legion_training_conversation,
 };
 
+use crate::clip_pretrain::load_pretrained;
 use crate::config::TrainConfig;
 use crate::error::TrainError;
 use crate::evaluation::{TaskEval, evaluate, legion_images};
@@ -111,6 +113,29 @@ pub struct SegmentTask {
     preset: String,
 }
 
+/// The tower of the pretrained tower folder `dir` (`model.clip`), which must have been
+/// pretrained for `model_config`'s tower and hidden layer.
+fn pretrained_tower(
+    dir: &Path,
+    model_config: &LegionConfig,
+    device: &Device,
+) -> Result<ClipVisionTransformer, TrainError> {
+    let (meta, pretrained) = load_pretrained(dir, device)?;
+    let same_tower =
+        serde_json::to_value(&meta.clip).ok() == serde_json::to_value(&model_config.clip).ok();
+    if !same_tower || meta.select_layer != model_config.select_layer {
+        return Err(TrainError::Config {
+            source_name: format!("model.clip = {}", dir.display()),
+            message: format!(
+                "the tower was pretrained as {:?} reading layer {}, the preset's is {:?} \
+                 reading layer {}",
+                meta.clip, meta.select_layer, model_config.clip, model_config.select_layer
+            ),
+        });
+    }
+    Ok(pretrained.vision_tower)
+}
+
 impl SegmentTask {
     /// The task of `config` and its starting model on `device` (autodiff): random from the
     /// seed with the preset's config, or, with `model.init`, the bundle's weights, config and
@@ -136,7 +161,10 @@ impl SegmentTask {
                     })?;
                 let tokenizer = LegionTokenizer::from_file(path)?;
                 let model_config = preset_config(&config.model.preset)?;
-                let model = model_config.init(device)?;
+                let mut model = model_config.init(device)?;
+                if let Some(dir) = &config.model.clip {
+                    model.vision_tower = pretrained_tower(dir, &model_config, device)?;
+                }
                 (model_config, tokenizer, model)
             }
         };

@@ -29,14 +29,14 @@ pub fn configure_trainable(model: Legion, plan: &TrainableSection) -> Result<Leg
         source_name: "trainable".into(),
         message,
     };
+    let buffers = ParamGroup::from_any_regexes(
+        REFERENCE_BUFFERS
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>(),
+    )
+    .map_err(|e| bad(format!("{e:?}")))?;
     if plan.full {
-        let buffers = ParamGroup::from_any_regexes(
-            REFERENCE_BUFFERS
-                .iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>(),
-        )
-        .map_err(|e| bad(format!("{e:?}")))?;
         return Ok(model
             .set_require_grad(true)
             .set_require_grad_group(buffers, false));
@@ -78,7 +78,10 @@ pub fn configure_trainable(model: Legion, plan: &TrainableSection) -> Result<Leg
             })
             .collect::<Result<_, _>>()?;
         let group = ParamGroup::from_any_regexes(patterns).map_err(|e| bad(format!("{e:?}")))?;
-        model = model.set_require_grad_group(group, true);
+        // A module path such as `grounding_encoder` holds a buffer; it stays frozen.
+        model = model
+            .set_require_grad_group(group, true)
+            .set_require_grad_group(buffers, false);
     }
     Ok(model)
 }
@@ -156,5 +159,35 @@ mod tests {
         assert!(recipe.text_hidden_fcs.fc1.weight.is_require_grad());
         let (trainable, total) = count_trainable(&recipe);
         assert!(trainable > 0 && trainable < total, "{trainable} of {total}");
+    }
+
+    /// configs/tiny.toml's plan: everything but the (pretrained) tower, buffers still frozen.
+    #[test]
+    fn fully_trained_modules_keep_their_buffers_frozen() {
+        let device = Device::flex().autodiff();
+        let config = LegionConfig::fixture();
+        let plan = TrainableSection {
+            full: false,
+            lora: false,
+            fully_trained: [
+                "mm_projector",
+                "llm",
+                "grounding_encoder",
+                "text_hidden_fcs",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..TrainableSection::default()
+        };
+        let model = configure_trainable(config.init(&device).unwrap(), &plan).unwrap();
+        let gaussian = &model
+            .grounding_encoder
+            .prompt_encoder
+            .pe_layer
+            .positional_encoding_gaussian_matrix;
+        assert!(!gaussian.is_require_grad());
+        let (trainable, total) = count_trainable(&model);
+        let (tower, _) = count_trainable(&model.vision_tower.clone().set_require_grad(true));
+        assert_eq!(total - trainable, tower + gaussian.shape().num_elements());
     }
 }

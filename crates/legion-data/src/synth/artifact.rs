@@ -2,13 +2,15 @@
 //!
 //! Every artifact alters exactly the pixels whose centres lie inside its (final, clipped, rounded)
 //! annotation polygons, so the annotation is the truth a model can learn. The three SynthScars
-//! categories are rendered so that a small network can see and localise them at 64 px:
+//! categories are rendered so that a small network can localise them at 64 px and tell their
+//! kind at the 32 px of the tiny preset's CLIP:
 //! - structure: an extra limb-like protrusion, a swirl warp across a part's contour, or a slice of
 //!   the part shifted sideways (a broken symmetric shape);
 //! - distortion: a checkerboard texture, coarse colour noise, an unnatural colour blotch or a
-//!   directional smear, in a blob inside the part (area from a few pixels to a fifth of the image);
-//! - physics: a hard, dark shadow cast towards the light instead of away from it, or a reflection
-//!   whose colour (and sometimes position) does not match the object it mirrors.
+//!   directional smear, stained magenta ([`DISTORTION_STAIN`]), in a blob inside the part (area
+//!   from tens of pixels to a fifth of the image);
+//! - physics: a hard, near-black shadow cast towards the light instead of away from it, or a
+//!   reflection whose colour (and sometimes position) does not match the object it mirrors.
 
 use crate::labels::ArtifactCategory;
 
@@ -305,8 +307,8 @@ fn structure_on(rng: &mut SplitMix64, scene: &Scene, k: usize) -> Option<Planned
                 let a = d.1.atan2(d.0) + rng.range(-0.5, 0.5);
                 let d = (a.cos(), a.sin());
                 let n = (-d.1, d.0);
-                let len = rng.range(0.12, 0.24) * s;
-                let w = (rng.range(0.04, 0.06) * s).max(2.0);
+                let len = rng.range(0.2, 0.32) * s;
+                let w = (rng.range(0.06, 0.09) * s).max(2.0);
                 let at = |t: f64, off: f64| (p.0 + d.0 * t + n.0 * off, p.1 + d.1 * t + n.1 * off);
                 let ring = vec![
                     at(-1.0, -w / 2.0),
@@ -326,7 +328,7 @@ fn structure_on(rng: &mut SplitMix64, scene: &Scene, k: usize) -> Option<Planned
         }
         1 => {
             let (p, _) = boundary_point(rng, &part.rings);
-            let radius = rng.range(0.07, 0.15) * s;
+            let radius = rng.range(0.12, 0.2) * s;
             let strength = rng.sign() * rng.range(2.8, 4.0);
             let polygons = finish(&ellipse(p, radius, radius, 0.0, 16), s, over)
                 .into_iter()
@@ -341,11 +343,11 @@ fn structure_on(rng: &mut SplitMix64, scene: &Scene, k: usize) -> Option<Planned
             )
         }
         _ => {
-            let h = (rng.range(0.05, 0.1) * s).max(3.0);
+            let h = (rng.range(0.08, 0.14) * s).max(3.0);
             let top = rng.range(y0, (y1 - h).max(y0));
             let margin = 0.04 * s;
             let band = rect(x0 - margin, top, x1 + margin, top + h);
-            let shift = rng.sign() * rng.range(0.05, 0.09) * s;
+            let shift = rng.sign() * rng.range(0.08, 0.12) * s;
             let polygons = finish(&band, s, over).into_iter().collect();
             (polygons, Effect::Tear { shift })
         }
@@ -385,6 +387,11 @@ const TINTS: [Rgb; 4] = [
     [0.55, 1.0, 0.05],
     [1.0, 0.35, 0.0],
 ];
+
+/// The colour every distortion but a blotch (already a tint) is stained with over its
+/// texture, so that its kind survives the tiny CLIP's 2x downsampling (at 32 px a 1-pixel
+/// checkerboard or fine noise averages to the part's colour).
+const DISTORTION_STAIN: Rgb = [0.95, 0.1, 0.85];
 
 fn distortion_on(rng: &mut SplitMix64, scene: &Scene, k: usize) -> Option<Planned> {
     let part = &scene.parts[k];
@@ -428,8 +435,8 @@ fn distortion_on(rng: &mut SplitMix64, scene: &Scene, k: usize) -> Option<Planne
     let (x0, y0, x1, y1) = bounds(&part.rings);
     let extent = (x1 - x0).max(y1 - y0) / 2.0;
     // Small to large, bounded by the part's size.
-    let r_max = extent.clamp(0.06 * s, 0.3 * s);
-    let r_min = 0.035 * s;
+    let r_max = extent.clamp(0.12 * s, 0.3 * s);
+    let r_min = 0.1 * s;
     let pieces = if rng.chance(0.2) { 2 } else { 1 };
     for piece in 0..pieces {
         let r = r_min + (r_max - r_min) * rng.unit() / (1.0 + piece as f64);
@@ -511,7 +518,7 @@ pub(crate) fn apply(canvas: &mut Canvas, artifact: &Planned, rng: &mut SplitMix6
         let (xc, yc) = (x as f64 + 0.5, y as f64 + 0.5);
         let c = source.get(x, y);
         let out = match &artifact.effect {
-            Effect::WrongShadow { .. } => [c[0] * 0.3, c[1] * 0.31, c[2] * 0.36],
+            Effect::WrongShadow { .. } => [c[0] * 0.1, c[1] * 0.1, c[2] * 0.14],
             Effect::Reflection { dx, axis_y, rotate } => {
                 let m = source.sample(xc - dx, 2.0 * axis_y - yc);
                 let m = [m[*rotate % 3], m[(rotate + 1) % 3], m[(rotate + 2) % 3]];
@@ -561,6 +568,12 @@ pub(crate) fn apply(canvas: &mut Canvas, artifact: &Planned, rng: &mut SplitMix6
                 let across = (xc * -dir.1 + yc * dir.0) * 2.2;
                 mix(m, [grey; 3], 0.35).map(|v| v * (1.0 + 0.22 * across.sin() as f32))
             }
+        };
+        let out = match artifact.effect {
+            Effect::Checker { .. } | Effect::Noise { .. } | Effect::Smear { .. } => {
+                mix(out, DISTORTION_STAIN, 0.85)
+            }
+            _ => out,
         };
         canvas.set(x, y, out);
     }

@@ -68,10 +68,18 @@ pub(crate) fn caption(description: &str, artifacts: &[Planned]) -> Caption {
             clauses.push(clause.to_string());
         }
     }
+    // The kind comes before the parts: an answer commits to what is wrong with the picture as a
+    // whole before it names where (a model names the kind from the image, not from the part
+    // it happened to name first).
+    let kinds = join_list(&clauses);
+    let mut kinds_chars = kinds.chars();
+    let kinds: String = kinds_chars
+        .next()
+        .map(|c| c.to_uppercase().chain(kinds_chars).collect())
+        .unwrap_or_default();
     text.push_str(&format!(
-        " Notable anomalies are observed on {}, where {}.",
+        " {kinds}: notable anomalies are observed on {}.",
         join_list(&nouns),
-        join_list(&clauses)
     ));
     text.push_str(BRIDGE);
     let mut phrase_offsets = Vec::with_capacity(artifacts.len());

@@ -530,10 +530,13 @@ Each ref's polygons cover exactly the pixels that were altered (pixel centres, e
 - structure: an extra limb-like protrusion, a swirl warp across a part's contour, or a slice of
   the part shifted sideways;
 - distortion: a checkerboard texture, coarse colour noise, an unnatural colour blotch or a
-  directional smear, in a blob of a part or over a whole part (a few pixels to a sixth of the
-  image);
-- physics: a hard, dark shadow cast towards the light (replacing the correct one), or a
+  directional smear, stained magenta (a blotch is a neon tint itself), in a blob of a part or over a
+  whole part (tens of pixels to a sixth of the image);
+- physics: a hard, near-black shadow cast towards the light (replacing the correct one), or a
   reflection whose colour (and sometimes position) does not match the object.
+
+Artifacts are sized and coloured so that their kind still shows at 32 px, the tiny preset's CLIP
+input (a 1-pixel checkerboard or fine noise alone averages to the part's colour there).
 
 The artifacts of one image are all of one kind (the kinds are spread evenly over the images
 with artifacts), and every phrase names its kind: "Deformed left hand" (structure), "Garbled
