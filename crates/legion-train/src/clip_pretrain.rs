@@ -23,13 +23,13 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use legion_data::image_io::decode_rgb;
 use legion_data::labels::{ArtifactCategory, ContentType, ImageLabels, Labels};
-use legion_data::preprocess::{ClipInput, ClipPreprocessConfig, clip_preprocess};
+use legion_data::preprocess::{ClipInput, ClipPreprocessConfig};
 use legion_model::bundle::{BundleError, load_burnpack, save_burnpack, write_dir_atomically};
 use legion_model::clip_vision::{ClipVisionConfig, ClipVisionTransformer};
 
 use crate::config::TrainConfig;
+use crate::detect::clip_pixels;
 use crate::error::TrainError;
 use crate::evaluation::TaskEval;
 use crate::learner::{ShardLoss, StepLosses, TrainTask};
@@ -226,12 +226,8 @@ fn load_image(
     image: &KindLabelledImage,
     clip: &ClipPreprocessConfig,
 ) -> Result<KindLabelledPixels, TrainError> {
-    let rgb = decode_rgb(&image.path)?;
     Ok(KindLabelledPixels {
-        pixels: clip_preprocess(&rgb, clip).map_err(|source| TrainError::Preprocess {
-            path: image.path.clone(),
-            source,
-        })?,
+        pixels: clip_pixels(&image.path, clip)?,
         kind: image.kind,
         content: image.content,
     })

@@ -107,16 +107,27 @@ pub struct LabelledPixels {
     label: i64,
 }
 
+/// The CLIP input of the image file `path`.
+///
+/// # Errors
+/// [`TrainError`] naming the file when it cannot be decoded or preprocessed.
+pub(crate) fn clip_pixels(
+    path: &Path,
+    clip: &ClipPreprocessConfig,
+) -> Result<ClipInput, TrainError> {
+    let rgb = decode_rgb(path)?;
+    clip_preprocess(&rgb, clip).map_err(|source| TrainError::Preprocess {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 fn load_labelled(
     image: &LabelledImage,
     clip: &ClipPreprocessConfig,
 ) -> Result<LabelledPixels, TrainError> {
-    let rgb = decode_rgb(&image.path)?;
     Ok(LabelledPixels {
-        pixels: clip_preprocess(&rgb, clip).map_err(|source| TrainError::Preprocess {
-            path: image.path.clone(),
-            source,
-        })?,
+        pixels: clip_pixels(&image.path, clip)?,
         label: image.label,
     })
 }

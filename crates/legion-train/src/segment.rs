@@ -138,8 +138,9 @@ fn pretrained_tower(
 
 impl SegmentTask {
     /// The task of `config` and its starting model on `device` (autodiff): random from the
-    /// seed with the preset's config, or, with `model.init`, the bundle's weights, config and
-    /// tokenizer; the trainable plan applied.
+    /// seed with the preset's config (its CLIP tower from the `model.clip` folder when given),
+    /// or, with `model.init`, the bundle's weights, config and tokenizer; the trainable plan
+    /// applied.
     ///
     /// # Errors
     /// A bad preset, bundle, tokenizer or dataset.
