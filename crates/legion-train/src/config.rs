@@ -37,7 +37,9 @@ pub struct ModelSection {
     pub init: Option<PathBuf>,
     /// Start the preset's CLIP tower from this pretrained tower folder (`task = "clip"`'s
     /// output) instead of random weights; list every other module in
-    /// `trainable.fully_trained` to keep it frozen, as LEGION keeps its pretrained CLIP.
+    /// `trainable.fully_trained` to keep it frozen, as LEGION keeps its pretrained CLIP. Not
+    /// read when `init` names a bundle (its tower is the one it was trained with; a warning
+    /// says so), so a run of a config with both continues from the bundle.
     #[serde(default)]
     pub clip: Option<PathBuf>,
 }
@@ -409,10 +411,9 @@ impl TrainConfig {
                 }
             }
             Task::Detect | Task::Clip => {
-                let task = if self.run.task == Task::Detect {
-                    "detect"
-                } else {
-                    "clip"
+                let task = match self.run.task {
+                    Task::Detect => "detect",
+                    _ => "clip",
                 };
                 problems.extend(self.segment_only_fields_set().into_iter().map(|field| {
                     format!(
@@ -421,16 +422,8 @@ impl TrainConfig {
                 }))
             }
         }
-        if self.model.clip.is_some() {
-            if self.run.task != Task::Segment {
-                problems.push("model.clip applies to run.task = \"segment\" only".into());
-            }
-            if self.model.init.is_some() {
-                problems.push(
-                    "model.clip and model.init exclude each other (a bundle has its own tower)"
-                        .into(),
-                );
-            }
+        if self.model.clip.is_some() && self.run.task != Task::Segment {
+            problems.push("model.clip applies to run.task = \"segment\" only".into());
         }
         if self.run.task == Task::Clip && self.model.init.is_some() {
             problems.push("model.init does not apply to run.task = \"clip\"".into());
@@ -773,19 +766,16 @@ out_dir = "runs/x"
     }
 
     #[test]
-    fn a_pretrained_tower_goes_with_a_random_segment_model_only() {
+    fn a_pretrained_tower_goes_with_the_segment_task_only() {
         let without_tokenizer = MINIMAL.replace("tokenizer = ", "# tokenizer = ");
         let parse = |toml: &str, overrides: &[&str]| {
             let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
             TrainConfig::from_toml(toml, "m.toml", &overrides)
         };
         parse(MINIMAL, &["model.clip=\"data/clip-tiny\""]).unwrap();
+        // A bundle's own tower wins (the segment task warns).
+        parse(MINIMAL, &["model.clip=\"c\"", "model.init=\"b\""]).unwrap();
         for (toml, overrides, expected) in [
-            (
-                MINIMAL,
-                &["model.clip=\"c\"", "model.init=\"b\""][..],
-                "exclude each other",
-            ),
             (
                 without_tokenizer.as_str(),
                 &["model.clip=\"c\"", "run.task=\"detect\""][..],

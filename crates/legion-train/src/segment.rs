@@ -148,6 +148,13 @@ impl SegmentTask {
         device.seed(config.run.seed);
         let (model_config, tokenizer, model) = match &config.model.init {
             Some(init) => {
+                if let Some(clip) = &config.model.clip {
+                    tracing::warn!(
+                        clip = %clip.display(),
+                        init = %init.display(),
+                        "model.clip is not read: the model.init bundle has its own CLIP tower"
+                    );
+                }
                 let bundle = ModelBundle::load(init, device)?;
                 (bundle.config, bundle.tokenizer, bundle.model)
             }
@@ -371,5 +378,48 @@ impl TrainTask for SegmentTask {
         };
         bundle.save(dir)?;
         Ok(bundle.model)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clip_pretrain::{ClipPretrainMeta, ClipPretrainer, save_pretrained};
+
+    #[test]
+    fn a_tower_pretrained_for_another_config_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let device = Device::flex();
+        let tiny = LegionConfig::tiny();
+        let save = |name: &str, clip: &legion_model::clip_vision::ClipVisionConfig, layer| {
+            let meta = ClipPretrainMeta {
+                clip: clip.clone(),
+                select_layer: layer,
+                trained_steps: 0,
+                data: "generated".into(),
+            };
+            let path = dir.path().join(name);
+            save_pretrained(&ClipPretrainer::init(clip, layer, &device), &meta, &path).unwrap();
+            path
+        };
+        let same = save("same", &tiny.clip, tiny.select_layer);
+        pretrained_tower(&same, &tiny, &device).unwrap();
+        let narrower = legion_model::clip_vision::ClipVisionConfig {
+            hidden_size: 16,
+            num_heads: 2,
+            ..tiny.clip.clone()
+        };
+        for path in [
+            save("narrower", &narrower, tiny.select_layer),
+            save("last-layer", &tiny.clip, -1),
+        ] {
+            let e = pretrained_tower(&path, &tiny, &device)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("pretrained as") && e.contains("model.clip"),
+                "{e}"
+            );
+        }
     }
 }
