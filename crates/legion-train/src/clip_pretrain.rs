@@ -198,8 +198,7 @@ fn classes(labels: &ImageLabels) -> Result<(i64, i64), String> {
         .content_type
         .and_then(|c| ContentType::ALL.iter().position(|&t| t == c))
         .ok_or("no content_type")?;
-    let mut kinds = labels.categories.iter();
-    let kind = match kinds.next() {
+    let kind = match labels.categories.first() {
         None => 0,
         Some(first) => {
             let first = first.ok_or("a ref without a category")?;
