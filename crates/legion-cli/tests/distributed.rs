@@ -18,7 +18,7 @@ use legion_train::compare::max_abs_difference;
 
 #[allow(dead_code)] // not every helper is used here
 mod common;
-use common::{bundle, copy_dir, quoted, repo, tiny_data, train_losses};
+use common::{bundle, copy_dir, quoted, repo, run_summary, tiny_data, train_losses};
 
 /// `mpirun -np <ranks>` on this machine only, as root too, oversubscribed, TCP over loopback.
 fn mpirun(ranks: usize) -> Command {
@@ -155,9 +155,7 @@ fn two_mpi_ranks_train_like_one_process_with_two_devices() {
     for ((_, l1), (_, l2)) in log_one.iter().zip(&log_ranks) {
         assert!((l1 - l2).abs() < 1e-4, "losses {l1} vs {l2}");
     }
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(ranks.join("summary.json")).unwrap())
-            .unwrap();
+    let summary = run_summary(&ranks);
     assert_eq!(summary["ranks"], 2);
 }
 

@@ -11,7 +11,7 @@ use legion_infer::AnalysisRecord;
 use legion_infer::testing::{SCRIPTED_EXPLANATION, SCRIPTED_PHRASE};
 
 mod common;
-use common::{bundle, copy_dir, test_image, tiny_data};
+use common::{bundle, copy_dir, run_summary, test_image, tiny_data};
 
 fn legion() -> Command {
     Command::new(env!("CARGO_BIN_EXE_legion"))
@@ -470,8 +470,7 @@ fn refine_records_every_round() {
             .args(["--scorer-cmd", "echo 0.5"]),
     );
     assert!(stdout.contains("stopped:"), "{stdout}");
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let summary = run_summary(&out);
     let rounds = summary["rounds"].as_array().unwrap();
     assert!(!rounds.is_empty());
     assert_eq!(rounds[0]["phrases"][0], SCRIPTED_PHRASE);
@@ -499,8 +498,7 @@ fn regenerate_records_every_round_with_the_rewritten_prompts() {
             .arg(format!("cp '{}' {{out}}", test_image(0).display())),
     );
     assert!(stdout.contains("stopped:"), "{stdout}");
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let summary = run_summary(&out);
     let rounds = summary["rounds"].as_array().unwrap();
     // The scripted model always reports its phrase, so both rounds run; the built-in rewriter
     // adds it to the prompt.

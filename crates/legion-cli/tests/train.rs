@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{check, copy_dir, legion, quoted, repo, short_run, train_losses};
+use common::{check, copy_dir, legion, quoted, repo, run_summary, short_run, train_losses};
 use legion_backend::Device;
 use legion_model::bundle::{DetectorBundle, ModelBundle};
 use legion_train::compare::{max_abs_difference, relative_l2_difference};
@@ -175,9 +175,7 @@ fn training_lowers_the_loss_and_finetuning_continues_from_the_bundle() {
             .output()
             .unwrap(),
     );
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(tuned.join("summary.json")).unwrap())
-            .unwrap();
+    let summary = run_summary(&tuned);
     assert_eq!(summary["steps"], 3, "{text}");
     let before = load(&out.join("final"));
     let after = load(&tuned.join("final"));
@@ -219,8 +217,7 @@ fn the_detection_head_learns_real_versus_fake() {
             .output()
             .unwrap(),
     );
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let summary = run_summary(&out);
     let after = summary["after"]["accuracy"].as_f64().unwrap();
     assert!(after >= 90.0, "held-out accuracy {after}\n{text}");
     DetectorBundle::load(&out.join("final"), &Device::flex()).expect("detector bundle loads");
@@ -430,8 +427,7 @@ fn the_clip_tower_pretrains_and_the_main_job_keeps_it_frozen() {
             .output()
             .unwrap(),
     );
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let summary = run_summary(&out);
     let score = |when: &str, what: &str| summary[when][what].as_f64().unwrap();
     let (before, after) = (
         score("before", "content_accuracy"),

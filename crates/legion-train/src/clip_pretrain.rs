@@ -25,14 +25,16 @@ use serde::{Deserialize, Serialize};
 
 use legion_data::labels::{ArtifactCategory, ContentType, ImageLabels, Labels};
 use legion_data::preprocess::{ClipInput, ClipPreprocessConfig};
-use legion_model::bundle::{BundleError, load_burnpack, save_burnpack, write_dir_atomically};
+use legion_model::bundle::{
+    BUNDLE_WEIGHTS_FILE, BundleError, load_burnpack, save_burnpack, write_dir_atomically,
+};
 use legion_model::clip_vision::{ClipVisionConfig, ClipVisionTransformer};
 
 use crate::config::TrainConfig;
-use crate::detect::clip_pixels;
+use crate::detect::{ce_shard_loss, clip_pixels, predicted_classes};
 use crate::error::TrainError;
 use crate::evaluation::TaskEval;
-use crate::learner::{ShardLoss, StepLosses, TrainTask};
+use crate::learner::{ShardLoss, TrainTask};
 use crate::rng::EpochSampler;
 use crate::segment::preset_config;
 
@@ -41,8 +43,6 @@ pub const KIND_CLASSES: usize = 1 + ArtifactCategory::ALL.len();
 
 /// File of a pretrained tower's metadata in its folder.
 pub const CLIP_META_FILE: &str = "clip.json";
-/// File of a pretrained tower's weights (tower and heads) in its folder.
-pub const CLIP_WEIGHTS_FILE: &str = "model.bpk";
 
 /// A CLIP vision tower with the two label heads it is pretrained with.
 #[derive(Module, Debug)]
@@ -123,7 +123,7 @@ pub fn save_pretrained(
             path: path.clone(),
             source,
         })?;
-        save_burnpack(model, &tmp.join(CLIP_WEIGHTS_FILE))
+        save_burnpack(model, &tmp.join(BUNDLE_WEIGHTS_FILE))
     })
 }
 
@@ -144,7 +144,7 @@ pub fn load_pretrained(
     let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
     let meta: ClipPretrainMeta = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let model = ClipPretrainer::init(&meta.clip, meta.select_layer, device);
-    let model = load_burnpack(model, &dir.join(CLIP_WEIGHTS_FILE))?;
+    let model = load_burnpack(model, &dir.join(BUNDLE_WEIGHTS_FILE))?;
     Ok((meta, model))
 }
 
@@ -286,14 +286,6 @@ pub fn evaluate_pretrained(
     let device = model.kind_head.weight.device();
     let mut confusion = vec![vec![0usize; KIND_CLASSES]; KIND_CLASSES];
     let mut content_ok = 0;
-    let argmax = |logits: Tensor<2>| -> Vec<i64> {
-        logits
-            .argmax(1)
-            .into_data()
-            .convert::<i64>()
-            .try_into_vec::<i64>()
-            .expect("int predictions")
-    };
     for chunk in images.chunks(64) {
         let items: Vec<KindLabelledPixels> = chunk
             .par_iter()
@@ -303,8 +295,8 @@ pub fn evaluate_pretrained(
         let (kind_logits, content_logits) = model.forward(pixels)?;
         for ((item, kind), content) in chunk
             .iter()
-            .zip(argmax(kind_logits))
-            .zip(argmax(content_logits))
+            .zip(predicted_classes(kind_logits))
+            .zip(predicted_classes(content_logits))
         {
             confusion[item.kind as usize][kind as usize] += 1;
             content_ok += usize::from(content == item.content);
@@ -386,8 +378,7 @@ impl TrainTask for ClipPretrainTask {
         counts[0] as usize
     }
 
-    /// The two heads' mean CEs, summed, weighed by the shard's share of the step (the shards'
-    /// losses add up to the step's mean).
+    /// The two heads' mean CEs, summed ([`ce_shard_loss`]).
     fn shard_loss(
         &self,
         model: &ClipPretrainer,
@@ -398,18 +389,8 @@ impl TrainTask for ClipPretrainTask {
         let (pixels, kinds, contents) = stack(shard, device);
         let (kind_logits, content_logits) = model.forward(pixels)?;
         let ce_loss = CrossEntropyLossConfig::new().init(device);
-        let ce = (ce_loss.forward(kind_logits, kinds) + ce_loss.forward(content_logits, contents))
-            .mul_scalar(shard.len() as f64 / step_images as f64);
-        let total = ce.clone().mul_scalar(self.ce_weight);
-        Ok(ShardLoss {
-            terms: StepLosses {
-                total: total.clone().into_scalar::<f64>(),
-                ce: ce.into_scalar::<f64>(),
-                bce: 0.0,
-                dice: 0.0,
-            },
-            total,
-        })
+        let ce = ce_loss.forward(kind_logits, kinds) + ce_loss.forward(content_logits, contents);
+        Ok(ce_shard_loss(ce, shard.len(), step_images, self.ce_weight))
     }
 
     fn evaluate(&self, model: &ClipPretrainer) -> Result<TaskEval, TrainError> {

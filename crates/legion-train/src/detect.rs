@@ -122,6 +122,38 @@ pub(crate) fn clip_pixels(
     })
 }
 
+/// The predicted class of every row of `logits` (`[B, classes]`).
+pub(crate) fn predicted_classes(logits: Tensor<2>) -> Vec<i64> {
+    logits
+        .argmax(1)
+        .into_data()
+        .convert::<i64>()
+        .try_into_vec::<i64>()
+        .expect("int predictions")
+}
+
+/// The loss of an image-level task's shard from its mean cross-entropy `ce`: weighed by the
+/// shard's share of the step's `step_images` (the shards' losses add up to the step's mean; a
+/// factor of exactly 1 for a whole-step shard), times `ce_weight`.
+pub(crate) fn ce_shard_loss(
+    ce: Tensor<1>,
+    shard_images: usize,
+    step_images: usize,
+    ce_weight: f64,
+) -> ShardLoss {
+    let ce = ce.mul_scalar(shard_images as f64 / step_images as f64);
+    let total = ce.clone().mul_scalar(ce_weight);
+    ShardLoss {
+        terms: StepLosses {
+            total: total.clone().into_scalar::<f64>(),
+            ce: ce.into_scalar::<f64>(),
+            bce: 0.0,
+            dice: 0.0,
+        },
+        total,
+    }
+}
+
 fn load_labelled(
     image: &LabelledImage,
     clip: &ClipPreprocessConfig,
@@ -164,13 +196,7 @@ pub fn evaluate_detector(
             .map(|image| load_labelled(image, clip))
             .collect::<Result<_, _>>()?;
         let (pixels, _) = stack(&items, &device);
-        let logits = model.forward(pixels)?;
-        let predicted: Vec<i64> = logits
-            .argmax(1)
-            .into_data()
-            .convert::<i64>()
-            .try_into_vec::<i64>()
-            .expect("int predictions");
+        let predicted = predicted_classes(model.forward(pixels)?);
         for (item, p) in chunk.iter().zip(predicted) {
             let ok = usize::from(p == item.label);
             correct += ok;
@@ -270,8 +296,7 @@ impl TrainTask for DetectTask {
         counts[0] as usize
     }
 
-    /// Mean CE over the shard weighed by the shard's share of the step, so the shards' losses
-    /// add up to the step's mean (a factor of exactly 1 for a whole-step shard).
+    /// Mean CE over the shard ([`ce_shard_loss`]).
     fn shard_loss(
         &self,
         model: &LegionForCls,
@@ -283,19 +308,8 @@ impl TrainTask for DetectTask {
         let logits = model.forward(pixels)?;
         let ce = CrossEntropyLossConfig::new()
             .init(device)
-            .forward(logits, labels)
-            .mul_scalar(shard.len() as f64 / step_images as f64);
-        let total = ce.clone().mul_scalar(self.ce_weight);
-        let ce_value = ce.into_scalar::<f64>();
-        Ok(ShardLoss {
-            terms: StepLosses {
-                total: total.clone().into_scalar::<f64>(),
-                ce: ce_value,
-                bce: 0.0,
-                dice: 0.0,
-            },
-            total,
-        })
+            .forward(logits, labels);
+        Ok(ce_shard_loss(ce, shard.len(), step_images, self.ce_weight))
     }
 
     fn evaluate(&self, model: &LegionForCls) -> Result<TaskEval, TrainError> {

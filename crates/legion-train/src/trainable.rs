@@ -117,27 +117,33 @@ mod tests {
     use burn::tensor::Device;
     use legion_model::legion::LegionConfig;
 
-    #[test]
-    fn full_training_keeps_buffers_frozen_and_the_recipe_trains_only_its_modules() {
+    /// The fixture-size model on an autodiff device with `plan` applied.
+    fn configured(plan: &TrainableSection) -> Legion {
         let device = Device::flex().autodiff();
-        let config = LegionConfig::fixture();
-        let plan = TrainableSection {
-            full: true,
-            ..TrainableSection::default()
-        };
-        let model = configure_trainable(config.init(&device).unwrap(), &plan).unwrap();
+        configure_trainable(LegionConfig::fixture().init(&device).unwrap(), plan).unwrap()
+    }
+
+    /// The size of SAM's Fourier matrix (a buffer), after checking it is frozen.
+    fn frozen_fourier_matrix(model: &Legion) -> usize {
         let gaussian = &model
             .grounding_encoder
             .prompt_encoder
             .pe_layer
             .positional_encoding_gaussian_matrix;
         assert!(!gaussian.is_require_grad());
-        let (trainable, total) = count_trainable(&model);
-        assert_eq!(total - trainable, gaussian.shape().num_elements());
+        gaussian.shape().num_elements()
+    }
 
-        let recipe =
-            configure_trainable(config.init(&device).unwrap(), &TrainableSection::default())
-                .unwrap();
+    #[test]
+    fn full_training_keeps_buffers_frozen_and_the_recipe_trains_only_its_modules() {
+        let model = configured(&TrainableSection {
+            full: true,
+            ..TrainableSection::default()
+        });
+        let (trainable, total) = count_trainable(&model);
+        assert_eq!(total - trainable, frozen_fourier_matrix(&model));
+
+        let recipe = configured(&TrainableSection::default());
         assert!(
             !recipe
                 .vision_tower
@@ -164,9 +170,7 @@ mod tests {
     /// configs/tiny.toml's plan: everything but the (pretrained) tower, buffers still frozen.
     #[test]
     fn fully_trained_modules_keep_their_buffers_frozen() {
-        let device = Device::flex().autodiff();
-        let config = LegionConfig::fixture();
-        let plan = TrainableSection {
+        let model = configured(&TrainableSection {
             full: false,
             lora: false,
             fully_trained: [
@@ -178,16 +182,9 @@ mod tests {
             .map(String::from)
             .to_vec(),
             ..TrainableSection::default()
-        };
-        let model = configure_trainable(config.init(&device).unwrap(), &plan).unwrap();
-        let gaussian = &model
-            .grounding_encoder
-            .prompt_encoder
-            .pe_layer
-            .positional_encoding_gaussian_matrix;
-        assert!(!gaussian.is_require_grad());
+        });
         let (trainable, total) = count_trainable(&model);
         let (tower, _) = count_trainable(&model.vision_tower.clone().set_require_grad(true));
-        assert_eq!(total - trainable, tower + gaussian.shape().num_elements());
+        assert_eq!(total - trainable, tower + frozen_fourier_matrix(&model));
     }
 }

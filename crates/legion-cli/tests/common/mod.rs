@@ -100,3 +100,10 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The `summary.json` a run (`legion train`, `legion refine`) wrote into `out`.
+pub fn run_summary(out: &Path) -> serde_json::Value {
+    let path = out.join("summary.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
