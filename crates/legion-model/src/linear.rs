@@ -49,10 +49,16 @@ fn forward_f32<const D: usize>(linear: &Linear, x: &Tensor<D>) -> Option<Tensor<
     let dims = x.dims();
     let (k, m) = (dims[D - 1], dims[..D - 1].iter().product::<usize>());
     let rows: Tensor<2> = x.clone().reshape([m, k]);
-    let mut out = threaded::matmul(rows, linear.weight.val());
-    if let Some(bias) = &linear.bias {
-        out = out + bias.val().unsqueeze_dim(0);
-    }
+    let weight = linear.weight.val();
+    let bias = linear.bias.as_ref().map(|bias| bias.val());
+    let fused = bias
+        .as_ref()
+        .and_then(|bias| threaded::matmul_add_bias_inference(&rows, &weight, bias));
+    let out = match (fused, bias) {
+        (Some(out), _) => out,
+        (None, Some(bias)) => threaded::matmul(rows, weight) + bias.unsqueeze_dim(0),
+        (None, None) => threaded::matmul(rows, weight),
+    };
     let mut out_dims = dims;
     out_dims[D - 1] = out.dims()[1];
     Some(out.reshape(out_dims))

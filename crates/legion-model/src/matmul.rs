@@ -7,12 +7,16 @@
 //! LLM and SAM used one core, while PyTorch uses both. This module is a burn backend extension
 //! (`#[backend_extension]`): on flex, an f32 product over [`THREADED_MACS`] is cut into one
 //! block per thread (along a batch axis, or by rows of the left operand or columns of the right
-//! one), each block multiplied by burn-flex's own gemm on its own thread, and the blocks
-//! joined. Under autodiff it is one recorded op whose backward (`g @ rhs^T`, `lhs^T @ g`,
-//! summed over broadcast axes) uses the same product. Each output value is computed as in one
-//! product, so the values are burn's bit for bit (tests below). Other dtypes and the GPU
-//! backends keep burn's `matmul`. (Calling gemm directly with its own rayon threading, which
-//! needs raw pointers, measured the same on CLIP, LLaMA and SAM in alternating runs.)
+//! one), each block multiplied on its own thread by the gemm burn-flex calls (same crate,
+//! version and arguments, reading the operands' strided views in place) straight into its part
+//! of one output. Under autodiff it is one recorded op whose backward (`g @ rhs^T`,
+//! `lhs^T @ g`, summed over broadcast axes) uses the same product. Each output value is computed
+//! as in one product, so the values are burn's bit for bit (tests below). Linear layers in
+//! inference also add their bias inside each block ([`matmul_add_bias_inference`]), sparing a
+//! single-threaded pass over the output. Other dtypes and the GPU backends keep burn's
+//! `matmul`. (Session 13 cut blocks through burn's `slice` / `matmul` / `cat`: the join copied
+//! every output once more. Calling gemm with its own rayon threading measured the same as the
+//! blocks on CLIP, LLaMA and SAM.)
 //!
 //! Data-parallel training runs one replica per core on its own thread; there the products stay
 //! on the calling thread ([`on_calling_thread`]), which is what the replicas were measured with.
@@ -27,10 +31,11 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, binary, broadcast_shape};
+use burn::backend::flex::{FlexTensor, Layout};
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
-use burn::tensor::{DType, Shape, Slice, Tensor};
+use burn::tensor::{DType, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::cpu_inference::is_cpu;
@@ -69,47 +74,234 @@ pub trait ThreadedMatmulBackend: Backend {
 
 impl ThreadedMatmulBackend for Flex {
     fn threaded_matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
-        let (lhs_shape, rhs_shape) = (lhs.shape(), rhs.shape());
-        let threads = rayon::current_num_threads();
-        let split = match plan(&lhs_shape, &rhs_shape, threads) {
-            Some(split) if lhs.dtype() == DType::F32 && !CALLING_THREAD_ONLY.with(Cell::get) => {
-                split
+        split_product(&lhs, &rhs, None).unwrap_or_else(|| Flex::float_matmul(lhs, rhs))
+    }
+}
+
+/// `lhs @ rhs`, plus `bias` (`[n]`) on every row when given, cut into one block per rayon
+/// thread (see [`plan`]), each block multiplied by gemm as burn-flex calls it and written into
+/// one output, its bias added while the block is in cache (after the product's rounding, as
+/// `product + bias` computes it). `None` where the product stays in one call: not f32, under
+/// [`THREADED_MACS`], one thread, or inside [`on_calling_thread`].
+fn split_product(
+    lhs: &FlexTensor,
+    rhs: &FlexTensor,
+    bias: Option<&FlexTensor>,
+) -> Option<FlexTensor> {
+    let threads = rayon::current_num_threads();
+    if lhs.dtype() != DType::F32 || rhs.dtype() != DType::F32 || CALLING_THREAD_ONLY.with(Cell::get)
+    {
+        return None;
+    }
+    let split = plan(lhs.layout().shape(), rhs.layout().shape(), threads)?;
+    let product = Product::new(lhs, rhs);
+    let bias = bias.map(|bias| {
+        let bias = bias.to_contiguous();
+        let values = bias
+            .as_slice::<f32>()
+            .expect("a contiguous f32 bias")
+            .to_vec();
+        assert_eq!(values.len(), product.n, "bias length");
+        values
+    });
+    let len = match split {
+        Split::Batch(_, len) | Split::Rows(len) | Split::Columns(len) => len,
+    };
+    // Blocks of whole 16-wide micro-kernel tiles where the length allows.
+    let size = match len.div_ceil(threads) {
+        size if size > 16 => size.next_multiple_of(16),
+        size => size,
+    };
+    let mut out = FlexTensor::empty(product.out_shape(), DType::F32);
+    let out_ptr = SharedMut(out.storage_mut::<f32>().as_mut_ptr());
+    let (lhs_data, rhs_data) = (lhs.storage::<f32>(), rhs.storage::<f32>());
+    (0..len.div_ceil(size)).into_par_iter().for_each(|i| {
+        let range = i * size..len.min((i + 1) * size);
+        let (batches, rows, columns) = match split {
+            Split::Batch(axis, _) => (
+                product.batches_where(axis, &range),
+                0..product.m,
+                0..product.n,
+            ),
+            Split::Rows(_) => (product.all_batches(), range, 0..product.n),
+            Split::Columns(_) => (product.all_batches(), 0..product.m, range),
+        };
+        for batch in batches {
+            // SAFETY: the blocks write disjoint parts of `out` (other batches, rows or
+            // columns), the operands' offsets stay inside their storage (their layouts'), and
+            // `out` outlives the parallel loop.
+            unsafe {
+                product.multiply(batch, &rows, &columns, lhs_data, rhs_data, &out_ptr);
+                if let Some(bias) = &bias {
+                    product.add_bias(batch, &rows, &columns, bias, &out_ptr);
+                }
             }
-            _ => return Flex::float_matmul(lhs, rhs),
-        };
-        let rank = lhs_shape.num_dims();
-        let (axis, len) = match split {
-            Split::Batch(axis, len) => (axis, len),
-            Split::Rows(len) => (rank - 2, len),
-            Split::Columns(len) => (rank - 1, len),
-        };
-        // Blocks of whole 16-wide micro-kernel tiles where the length allows.
-        let size = match len.div_ceil(threads) {
-            size if size > 16 => size.next_multiple_of(16),
-            size => size,
-        };
-        let blocks: Vec<FloatTensor<Flex>> = (0..len.div_ceil(size))
-            .into_par_iter()
-            .map(|i| {
-                let range = i * size..len.min((i + 1) * size);
-                let cut = |t: &FloatTensor<Flex>| {
-                    Flex::float_slice(t.clone(), &slices(&t.shape(), axis, &range))
-                };
-                let lhs_block = match split {
-                    Split::Columns(_) => lhs.clone(),
-                    // A broadcast operand (size 1 on the axis) is shared by every block.
-                    Split::Batch(..) if lhs_shape[axis] == 1 => lhs.clone(),
-                    _ => cut(&lhs),
-                };
-                let rhs_block = match split {
-                    Split::Rows(_) => rhs.clone(),
-                    Split::Batch(..) if rhs_shape[axis] == 1 => rhs.clone(),
-                    _ => cut(&rhs),
-                };
-                Flex::float_matmul(lhs_block, rhs_block)
-            })
+        }
+    });
+    Some(out)
+}
+
+/// The output pointer, written by every block at its own offsets.
+struct SharedMut(*mut f32);
+// SAFETY: the blocks of one product write disjoint elements.
+unsafe impl Sync for SharedMut {}
+
+/// `[..., m, k] x [..., k, n]` over the operands' own strides (burn-flex's layouts: views such
+/// as transposes and slices are read in place), batch axes broadcast (stride 0), into a
+/// contiguous `[..., m, n]`.
+struct Product {
+    m: usize,
+    k: usize,
+    n: usize,
+    /// The broadcast batch axes.
+    batch: Vec<usize>,
+    /// Element strides of each operand along the batch axes, 0 where it is broadcast.
+    lhs_batch_strides: Vec<isize>,
+    rhs_batch_strides: Vec<isize>,
+    /// Start offsets and (row, column) strides of each operand.
+    lhs_start: isize,
+    rhs_start: isize,
+    lhs_strides: (isize, isize),
+    rhs_strides: (isize, isize),
+}
+
+impl Product {
+    fn new(lhs: &FlexTensor, rhs: &FlexTensor) -> Self {
+        let (l, r) = (lhs.layout(), rhs.layout());
+        let rank = l.num_dims();
+        let batch: Vec<usize> = (0..rank - 2)
+            .map(|d| l.shape()[d].max(r.shape()[d]))
             .collect();
-        Flex::float_cat(blocks, axis)
+        let batch_strides = |layout: &Layout| -> Vec<isize> {
+            (0..rank - 2)
+                .map(|d| {
+                    if layout.shape()[d] == 1 {
+                        0
+                    } else {
+                        layout.strides()[d]
+                    }
+                })
+                .collect()
+        };
+        let matrix_strides =
+            |layout: &Layout| (layout.strides()[rank - 2], layout.strides()[rank - 1]);
+        Self {
+            m: l.shape()[rank - 2],
+            k: l.shape()[rank - 1],
+            n: r.shape()[rank - 1],
+            lhs_batch_strides: batch_strides(l),
+            rhs_batch_strides: batch_strides(r),
+            lhs_start: l.start_offset() as isize,
+            rhs_start: r.start_offset() as isize,
+            lhs_strides: matrix_strides(l),
+            rhs_strides: matrix_strides(r),
+            batch,
+        }
+    }
+
+    fn out_shape(&self) -> Shape {
+        Shape::from([self.batch.as_slice(), &[self.m, self.n]].concat())
+    }
+
+    fn all_batches(&self) -> Vec<usize> {
+        (0..self.batch.iter().product()).collect()
+    }
+
+    /// The flat batch indices whose index along batch `axis` is in `range`.
+    fn batches_where(&self, axis: usize, range: &std::ops::Range<usize>) -> Vec<usize> {
+        let inner: usize = self.batch[axis + 1..].iter().product();
+        let outer: usize = self.batch[..axis].iter().product();
+        let len = self.batch[axis];
+        (0..outer)
+            .flat_map(|o| {
+                range
+                    .clone()
+                    .flat_map(move |a| (0..inner).map(move |i| (o * len + a) * inner + i))
+            })
+            .collect()
+    }
+
+    /// Element offset of flat batch `index` in an operand with these batch strides.
+    fn batch_offset(&self, mut index: usize, strides: &[isize]) -> isize {
+        let mut offset = 0;
+        for d in (0..self.batch.len()).rev() {
+            offset += (index % self.batch[d]) as isize * strides[d];
+            index /= self.batch[d];
+        }
+        offset
+    }
+
+    /// `bias[columns]` added to rows `rows` x columns `columns` of batch `batch` of `out`.
+    ///
+    /// # Safety
+    /// `out` points to `self.out_shape()` elements, and no other thread touches this block.
+    unsafe fn add_bias(
+        &self,
+        batch: usize,
+        rows: &std::ops::Range<usize>,
+        columns: &std::ops::Range<usize>,
+        bias: &[f32],
+        out: &SharedMut,
+    ) {
+        let bias = &bias[columns.clone()];
+        for row in rows.clone() {
+            let start = (batch * self.m + row) * self.n + columns.start;
+            // SAFETY: inside `out` and this block's, as the caller guarantees.
+            let values = unsafe { std::slice::from_raw_parts_mut(out.0.add(start), bias.len()) };
+            for (value, b) in values.iter_mut().zip(bias) {
+                *value += b;
+            }
+        }
+    }
+
+    /// Rows `rows` x columns `columns` of batch `batch` of the product, written into `out`
+    /// (contiguous `[..., m, n]`) by gemm on the calling thread, as burn-flex calls it.
+    ///
+    /// # Safety
+    /// `lhs` and `rhs` are the storages of the operands `self` was made from, and `out` points
+    /// to `self.out_shape()` elements.
+    unsafe fn multiply(
+        &self,
+        batch: usize,
+        rows: &std::ops::Range<usize>,
+        columns: &std::ops::Range<usize>,
+        lhs: &[f32],
+        rhs: &[f32],
+        out: &SharedMut,
+    ) {
+        let (lhs_rs, lhs_cs) = self.lhs_strides;
+        let (rhs_rs, rhs_cs) = self.rhs_strides;
+        let lhs_offset = self.lhs_start
+            + self.batch_offset(batch, &self.lhs_batch_strides)
+            + rows.start as isize * lhs_rs;
+        let rhs_offset = self.rhs_start
+            + self.batch_offset(batch, &self.rhs_batch_strides)
+            + columns.start as isize * rhs_cs;
+        let out_offset = (batch * self.m + rows.start) * self.n + columns.start;
+        // SAFETY: as the caller guarantees; `parallelism: None` keeps gemm on this thread.
+        unsafe {
+            gemm::gemm(
+                rows.len(),
+                columns.len(),
+                self.k,
+                out.0.add(out_offset),
+                1,
+                self.n as isize,
+                false,
+                lhs.as_ptr().offset(lhs_offset),
+                lhs_cs,
+                lhs_rs,
+                rhs.as_ptr().offset(rhs_offset),
+                rhs_cs,
+                rhs_rs,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
     }
 }
 
@@ -141,20 +333,6 @@ fn plan(lhs: &Shape, rhs: &Shape, threads: usize) -> Option<Split> {
         None if m >= 2 * threads => Some(Split::Rows(m)),
         None => None,
     }
-}
-
-/// Whole axes of `shape` but `axis`, which is cut to `range`.
-fn slices(shape: &Shape, axis: usize, range: &std::ops::Range<usize>) -> Vec<Slice> {
-    (0..shape.num_dims())
-        .map(|d| {
-            let (start, end) = if d == axis {
-                (range.start, range.end)
-            } else {
-                (0, shape[d])
-            };
-            Slice::new(start as isize, Some(end as isize), 1)
-        })
-        .collect()
 }
 
 impl<B: Backend + ThreadedMatmulBackend, C: CheckpointStrategy> ThreadedMatmulBackend
@@ -235,6 +413,27 @@ impl<B: Backend + ThreadedMatmulBackend, C: CheckpointStrategy> ThreadedMatmulBa
     }
 }
 
+/// `rows @ weight + bias` for f32 tensors of the CPU backend without autodiff (inference), the
+/// product on rayon's threads and the bias added by each thread to its block: the values of
+/// `matmul(rows, weight) + bias`, bit for bit, without the separate pass over the output.
+/// `None` for other tensors, or where the product stays in one call.
+///
+/// # Shapes
+/// `[m, k] x [k, n] + [n]` -> `[m, n]`.
+pub(crate) fn matmul_add_bias_inference(
+    rows: &Tensor<2>,
+    weight: &Tensor<2>,
+    bias: &Tensor<1>,
+) -> Option<Tensor<2>> {
+    let flex = |t: Tensor<2>| t.try_into_primitive::<Flex>().ok();
+    let (rows, weight) = (flex(rows.clone())?, flex(weight.clone())?);
+    let bias = bias.clone().try_into_primitive::<Flex>().ok()?;
+    if bias.dtype() != DType::F32 || rows.layout().shape()[1] != weight.layout().shape()[0] {
+        return None;
+    }
+    split_product(&rows, &weight, Some(&bias)).map(Tensor::from_primitive::<Flex>)
+}
+
 /// `lhs.matmul(rhs)`: through the extension (threaded) for f32 tensors of the CPU backend,
 /// with or without autodiff (the default checkpointing strategy); burn's `matmul` otherwise.
 /// The same values as burn's, bit for bit.
@@ -307,6 +506,13 @@ mod tests {
                 normal([1, 1, 333, 200]).swap_dims(2, 3),
                 Split::Columns(333),
             ),
+            // Two batch axes, the second split (its outer axis loops inside each block with
+            // 3 threads; with 2 the first is split).
+            (
+                normal([2, 4, 100, 64]),
+                normal([2, 4, 64, 200]),
+                Split::Batch(0, 2),
+            ),
             // A `[1, 1, k, n]` weight broadcast over 3 batches of rows, split by batch.
             (
                 normal([1, 3, 150, 160]),
@@ -328,10 +534,52 @@ mod tests {
                 );
             }
         }
+        assert_eq!(
+            plan(
+                &Shape::new([2, 4, 100, 64]),
+                &Shape::new([2, 4, 64, 200]),
+                3
+            ),
+            Some(Split::Batch(1, 4))
+        );
         // On the calling thread (one training replica per core): burn's product itself.
         let (lhs, rhs) = (normal([1, 1, 300, 200]), normal([1, 1, 200, 120]));
         let got = in_pool(2, || on_calling_thread(|| matmul(lhs.clone(), rhs.clone())));
         assert_eq!(max_diff(got, lhs.matmul(rhs)), 0.0);
+    }
+
+    /// The bias added by each thread to its block: `lhs @ w + b` bit for bit, split by rows and
+    /// by columns (a transposed weight too); `None` below the threshold or under autodiff.
+    #[test]
+    fn bias_added_per_block_equals_burn_bit_for_bit() {
+        let device = Device::flex();
+        device.seed(11);
+        let normal =
+            |shape: [usize; 2]| Tensor::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let bias = Tensor::<1>::random([300], Distribution::Normal(0.0, 1.0), &device);
+        for (lhs, weight) in [
+            (normal([400, 200]), normal([200, 300])),
+            (normal([120, 200]), normal([300, 200]).transpose()),
+        ] {
+            let want = lhs.clone().matmul(weight.clone()) + bias.clone().unsqueeze_dim(0);
+            let got = in_pool(2, || matmul_add_bias_inference(&lhs, &weight, &bias))
+                .expect("over the threshold");
+            assert_eq!(max_diff(got, want), 0.0);
+        }
+        let small = normal([8, 200]);
+        assert!(matmul_add_bias_inference(&small, &normal([200, 300]), &bias).is_none());
+        let tracked = Device::flex().autodiff();
+        let on = |t: Tensor<2>| Tensor::<2>::from_data(t.into_data(), &tracked);
+        let bias_tracked = Tensor::<1>::from_data(bias.into_data(), &tracked);
+        let (lhs, weight) = (on(normal([400, 200])), on(normal([200, 300])));
+        assert!(
+            in_pool(2, || matmul_add_bias_inference(
+                &lhs,
+                &weight,
+                &bias_tracked
+            ))
+            .is_none()
+        );
     }
 
     /// Under autodiff: burn's values and both operands' gradients, also when the right operand
