@@ -395,7 +395,7 @@ impl ViTBlock {
             // tokens and drops the padded ones after the output projection. A zero token's
             // query/key/value is the projection's bias, and a padded token's output is never
             // kept: so project the real tokens only and pad their projections with the bias
-            // (the same values bit for bit; 42% fewer projected tokens at 512 px, 20% at 1024).
+            // (the same values bit for bit; 42% fewer projected tokens at 512 px, 16% at 1024).
             // Only where no projection weight is trained: their gradients would be summed in
             // another order.
             let [_, height, width, _] = x.dims();
