@@ -36,9 +36,10 @@ pub fn forward<const D: usize>(linear: &Linear, x: Tensor<D>) -> Tensor<D> {
 
 /// f32 on the CPU backend, with or without autodiff: `x @ W + b` with the product through
 /// [`crate::matmul::matmul`] (on all of rayon's threads; burn-flex's gemm uses one), the input
-/// seen as one `[rows, d_input]` matrix. The same outputs as `Linear::forward`, bit for bit;
-/// in training, the weight's gradient sums all rows in one product rather than one per batch
-/// entry, so it can differ from burn's in the last bits. `None` when it does not apply.
+/// seen as one `[rows, d_input]` matrix; in inference each thread adds the bias to its own
+/// block ([`crate::matmul::matmul_add_bias_inference`]). The same outputs as `Linear::forward`,
+/// bit for bit; in training, the weight's gradient sums all rows in one product rather than one
+/// per batch entry, so it can differ from burn's in the last bits. `None` when it does not apply.
 fn forward_f32<const D: usize>(linear: &Linear, x: &Tensor<D>) -> Option<Tensor<D>> {
     if x.dtype() != DType::F32
         || crate::precision::param_dtype(&linear.weight) != DType::F32

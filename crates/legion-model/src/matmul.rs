@@ -12,7 +12,7 @@
 //! of one output. Under autodiff it is one recorded op whose backward (`g @ rhs^T`,
 //! `lhs^T @ g`, summed over broadcast axes) uses the same product. Each output value is computed
 //! as in one product, so the values are burn's bit for bit (tests below). Linear layers in
-//! inference also add their bias inside each block ([`matmul_add_bias_inference`]), sparing a
+//! inference also add their bias inside each block (`matmul_add_bias_inference`), sparing a
 //! single-threaded pass over the output. Other dtypes and the GPU backends keep burn's
 //! `matmul`. (Session 13 cut blocks through burn's `slice` / `matmul` / `cat`: the join copied
 //! every output once more. Calling gemm with its own rayon threading measured the same as the
