@@ -135,11 +135,16 @@ fn split_product(
             // columns), the operands' offsets stay inside their storage (their layouts'), and
             // `out` outlives the parallel loop.
             unsafe {
-                product.multiply(batch, &rows, &columns, lhs_data, rhs_data, &out_ptr);
-                if let Some(bias) = &bias {
-                    product.add_bias(batch, &rows, &columns, bias, &out_ptr);
-                }
-            }
+                product.multiply(
+                    batch,
+                    &rows,
+                    &columns,
+                    lhs_data,
+                    rhs_data,
+                    bias.as_deref(),
+                    &out_ptr,
+                )
+            };
         }
     });
     // SAFETY: the blocks cover every (batch, row, column) of the output once, and gemm with
@@ -238,35 +243,14 @@ impl Product {
         offset
     }
 
-    /// `bias[columns]` added to rows `rows` x columns `columns` of batch `batch` of `out`.
-    ///
-    /// # Safety
-    /// `out` points to `self.out_shape()` elements, and no other thread touches this block.
-    unsafe fn add_bias(
-        &self,
-        batch: usize,
-        rows: &std::ops::Range<usize>,
-        columns: &std::ops::Range<usize>,
-        bias: &[f32],
-        out: &SharedMut,
-    ) {
-        let bias = &bias[columns.clone()];
-        for row in rows.clone() {
-            let start = (batch * self.m + row) * self.n + columns.start;
-            // SAFETY: inside `out` and this block's, as the caller guarantees.
-            let values = unsafe { std::slice::from_raw_parts_mut(out.0.add(start), bias.len()) };
-            for (value, b) in values.iter_mut().zip(bias) {
-                *value += b;
-            }
-        }
-    }
-
     /// Rows `rows` x columns `columns` of batch `batch` of the product, written into `out`
-    /// (contiguous `[..., m, n]`) by gemm on the calling thread, as burn-flex calls it.
+    /// (contiguous `[..., m, n]`) by gemm on the calling thread, as burn-flex calls it, then
+    /// `bias[columns]` added to each of its rows when given.
     ///
     /// # Safety
-    /// `lhs` and `rhs` are the storages of the operands `self` was made from, and `out` points
-    /// to `self.out_shape()` elements.
+    /// `lhs` and `rhs` are the storages of the operands `self` was made from, `out` points to
+    /// `self.out_shape()` elements, and no other thread touches this block of it.
+    #[allow(clippy::too_many_arguments)]
     unsafe fn multiply(
         &self,
         batch: usize,
@@ -274,6 +258,7 @@ impl Product {
         columns: &std::ops::Range<usize>,
         lhs: &[f32],
         rhs: &[f32],
+        bias: Option<&[f32]>,
         out: &SharedMut,
     ) {
         let (lhs_rs, lhs_cs) = self.lhs_strides;
@@ -308,6 +293,17 @@ impl Product {
                 false,
                 gemm::Parallelism::None,
             );
+        }
+        let Some(bias) = bias else { return };
+        let bias = &bias[columns.clone()];
+        for row in 0..rows.len() {
+            // SAFETY: this block's row `row`, inside `out` as the caller guarantees.
+            let values = unsafe {
+                std::slice::from_raw_parts_mut(out.0.add(out_offset + row * self.n), bias.len())
+            };
+            for (value, b) in values.iter_mut().zip(bias) {
+                *value += b;
+            }
         }
     }
 }
